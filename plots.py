@@ -1,0 +1,112 @@
+"""Figures, drawn headless with matplotlib's Agg backend and saved atomically as PNG.
+
+Digit colours follow the original scripts: the "rainbow" colormap over the
+digits 0..9, so 0 = purple, 1 = indigo, 2 = blue, 3 = cyan, 4 = sea green,
+5 = green, 6 = lime, 7 = yellow-orange, 8 = orange, 9 = red.
+"""
+
+import matplotlib
+
+if matplotlib.get_backend().lower() not in ("agg",):  # headless unless a caller chose otherwise
+    matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+import run_folder  # noqa: E402
+
+DIGIT_COLORMAP = "rainbow"
+IMAGE_COLORMAP = "gray_r"
+
+
+def digit_colors():
+    """The colour of each digit 0..9 in the original scatter plots, as RGBA rows."""
+    return plt.get_cmap(DIGIT_COLORMAP)(np.linspace(0.0, 1.0, 10))
+
+
+def save(figure, path, show=False):
+    """Saves `figure` to `path` atomically, shows it if asked, then closes it."""
+    with run_folder.atomic_path(path) as temporary:
+        figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
+    if show:
+        plt.show()
+    plt.close(figure)
+
+
+def loss_curve(history, title):
+    """Training and validation curves of each logged quantity, one panel each."""
+    names = [name for name in ("loss", "mse", "kl") if name in history]
+    figure, axes = plt.subplots(1, len(names), figsize=(4.2 * len(names), 3.4), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        epochs = np.arange(1, len(history[name]) + 1)
+        axis.plot(epochs, history[name], marker="o", markersize=3, label="training")
+        if "val_" + name in history:
+            axis.plot(epochs, history["val_" + name], marker="o", markersize=3, label="test")
+        axis.set_xlabel("epoch")
+        axis.set_ylabel(name)
+        axis.set_title({"loss": "total loss", "mse": "reconstruction MSE",
+                        "kl": "KL divergence"}[name])
+        axis.legend()
+        axis.grid(alpha=0.3)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def latent_scatter(latents, labels, title, axis_names=("z[0]", "z[1]")):
+    """Test images' 2-D latent codes, coloured by digit, with a legend naming each digit."""
+    figure, axis = plt.subplots(figsize=(7.5, 6.5))
+    colors = digit_colors()
+    # Shuffled drawing order, so no digit is painted over all the others.
+    order = np.random.default_rng(0).permutation(len(labels))
+    axis.scatter(latents[order, 0], latents[order, 1], c=colors[labels[order]], s=3, alpha=0.7,
+                 linewidths=0)
+    handles = [plt.Line2D([], [], linestyle="", marker="o", markersize=7, color=colors[digit],
+                          label=str(digit)) for digit in range(10)]
+    axis.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    axis.set_xlabel(axis_names[0])
+    axis.set_ylabel(axis_names[1])
+    axis.set_title(title)
+    axis.grid(alpha=0.3)
+    return figure
+
+
+def image_rows(rows, row_titles, title, column_titles=None):
+    """A grid of images: one row per entry of `rows`, each of shape (columns, 28, 28[, 1])."""
+    rows = [np.asarray(row).reshape(len(row), 28, 28) for row in rows]
+    columns = len(rows[0])
+    figure, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.45 * len(rows)),
+                                squeeze=False)
+    for row_index, (row, row_title) in enumerate(zip(rows, row_titles)):
+        for column_index in range(columns):
+            axis = axes[row_index, column_index]
+            axis.imshow(row[column_index], cmap=IMAGE_COLORMAP, vmin=0.0, vmax=1.0)
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column_index == 0:
+                axis.set_ylabel(row_title)
+            if row_index == 0 and column_titles is not None:
+                axis.set_title(column_titles[column_index], fontsize=9)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def manifold(decoded, grid_x, grid_y, title):
+    """The decoder's images over a grid of the 2-D latent plane.
+
+    Args:
+        decoded: shape (len(grid_y) * len(grid_x), 28, 28[, 1]), row-major with
+            the first row at the largest z[1], so the picture reads like a plot.
+        grid_x, grid_y: the latent coordinates of the columns and rows.
+    """
+    size = 28
+    canvas = np.asarray(decoded).reshape(len(grid_y), len(grid_x), size, size)
+    canvas = canvas.transpose(0, 2, 1, 3).reshape(len(grid_y) * size, len(grid_x) * size)
+    figure, axis = plt.subplots(figsize=(8, 8))
+    extent = (grid_x[0] - 0.5 * (grid_x[1] - grid_x[0]), grid_x[-1] + 0.5 * (grid_x[1] - grid_x[0]),
+              grid_y[0] - 0.5 * (grid_y[1] - grid_y[0]), grid_y[-1] + 0.5 * (grid_y[1] - grid_y[0]))
+    axis.imshow(canvas, cmap=IMAGE_COLORMAP, vmin=0.0, vmax=1.0, extent=extent, aspect="auto")
+    axis.set_xlabel("z[0]")
+    axis.set_ylabel("z[1]")
+    axis.set_title(title)
+    return figure

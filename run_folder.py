@@ -1,0 +1,155 @@
+"""A run folder: everything one training run writes, and how to rebuild its model.
+
+    runs/vae/
+        config.json          model kind and config, training settings, data used
+        model.weights.h5     the trained weights (Keras 3 format)
+        history.csv          one row per epoch: loss, mse, kl and their val_ twins
+        loss_curve.png       the history, plotted
+
+Every file is written atomically: first to a temporary file in the same folder,
+then renamed over the old one, so an interrupted run never leaves a half-written
+file and never damages a file written before.
+"""
+
+import contextlib
+import csv
+import json
+import os
+import pathlib
+import tempfile
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.weights.h5"
+HISTORY_FILE = "history.csv"
+
+
+class RunFolderError(ValueError):
+    """An unusable run folder: the message names the problem and the fix."""
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yields a temporary path beside `path`; renames it onto `path` only on success.
+
+    The temporary name keeps `path`'s suffixes, because Keras checks them
+    (`.weights.h5`, `.keras`). On an exception the temporary file is removed and
+    `path` is left as it was.
+    """
+    path = pathlib.Path(path)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
+    os.close(handle)
+    os.remove(temporary)  # writers such as h5py want to create the file themselves
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
+def write_text(path, text):
+    """Writes `text` to `path` atomically."""
+    with atomic_path(path) as temporary:
+        with open(temporary, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
+
+
+def write_history_csv(path, history):
+    """Writes a Keras history dict ({metric: [value per epoch]}) as CSV, one row per epoch."""
+    columns = sorted(history)
+    epochs = len(history[columns[0]]) if columns else 0
+    rows = [",".join(["epoch"] + columns)]
+    rows += [",".join([str(epoch + 1)] + [repr(float(history[column][epoch])) for column in columns])
+             for epoch in range(epochs)]
+    write_text(path, "\n".join(rows) + "\n")
+
+
+def read_history_csv(path):
+    """Reads `write_history_csv`'s file back into {metric: [value per epoch]}."""
+    with open(path, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    if not rows:
+        return {}
+    return {column: [float(row[column]) for row in rows] for column in rows[0] if column != "epoch"}
+
+
+def save_weights(model, path):
+    with atomic_path(path) as temporary:
+        model.save_weights(temporary)
+
+
+def prepare_output_folder(path):
+    """Creates the output folder, or raises RunFolderError if it can't be written."""
+    path = pathlib.Path(path)
+    if path.exists() and not path.is_dir():
+        raise RunFolderError(f"output path {path} is a file, not a folder: "
+                             f"choose another --out or remove that file")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as error:
+        raise RunFolderError(f"cannot write to output folder {path} ({error.strerror}): "
+                             f"choose another --out") from None
+    return path
+
+
+def read_config(run_dir):
+    """Reads a run folder's config.json; raises RunFolderError if it is missing or broken."""
+    run_dir = pathlib.Path(run_dir)
+    if not run_dir.is_dir():
+        raise RunFolderError(f"run folder {run_dir} does not exist: train first, "
+                             f"e.g. python train_vae.py --out {run_dir}")
+    config_path = run_dir / CONFIG_FILE
+    if not config_path.is_file():
+        raise RunFolderError(f"run folder {run_dir} has no {CONFIG_FILE}: "
+                             f"it is not a finished training run; train again into it")
+    try:
+        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config["model"], config["model_config"]
+    except (ValueError, KeyError, TypeError) as error:
+        raise RunFolderError(f"{config_path} is not a valid run config ({error!r}): "
+                             f"train again, or restore the file") from None
+    return config
+
+
+def load_model(run_dir):
+    """Rebuilds the model of a run folder from its config and loads its weights.
+
+    Returns:
+        `(model, config)`.
+
+    Raises:
+        RunFolderError: if the config or the weights are missing, broken, or
+            don't match each other.
+    """
+    import models  # Keras is imported only when a model is needed
+
+    run_dir = pathlib.Path(run_dir)
+    config = read_config(run_dir)
+    if config["model"] not in models.MODEL_CLASSES:
+        raise RunFolderError(f"{run_dir / CONFIG_FILE} names model {config['model']!r}; "
+                             f"expected one of {sorted(models.MODEL_CLASSES)}")
+    weights_path = run_dir / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise RunFolderError(f"run folder {run_dir} has no {WEIGHTS_FILE}: "
+                             f"training did not finish; train again into it")
+    try:
+        model = models.build_model(config["model"], **config["model_config"])
+    except (TypeError, ValueError) as error:
+        raise RunFolderError(f"{run_dir / CONFIG_FILE} cannot build a model ({error}): "
+                             f"restore the file or train again") from None
+    try:
+        model.load_weights(weights_path)
+    except Exception as error:  # h5py and Keras raise many kinds on a bad file
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise RunFolderError(f"{weights_path} does not fit the model in {CONFIG_FILE} "
+                             f"({first_line[:160]}): the weights are truncated, or the "
+                             f"config was edited; train again") from None
+    return model, config
