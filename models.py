@@ -188,6 +188,21 @@ class _Autoencoder(keras.Model):
             "seed": self.seed,
         }
 
+    def encode(self, images, batch_size=256):
+        """Latent codes of `images` in one batched predict: the means for the VAE.
+
+        Args:
+            images: shape `(N, 28, 28, 1)`, values in [0, 1].
+        Returns:
+            A NumPy array of shape `(N, latent_dim)`.
+        """
+        codes = self.encoder.predict(images, batch_size=batch_size, verbose=0)
+        return codes[0] if self.variational else codes
+
+    def decode(self, latents, batch_size=256):
+        """Images the decoder draws at `latents` (shape `(N, latent_dim)`), in one predict."""
+        return self.decoder.predict(latents, batch_size=batch_size, verbose=0)
+
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -6,16 +6,19 @@ digits 0..9, so 0 = purple, 1 = indigo, 2 = blue, 3 = cyan, 4 = sea green,
 """
 
 import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
 
-if matplotlib.get_backend().lower() not in ("agg",):  # headless unless a caller chose otherwise
-    matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-import run_folder  # noqa: E402
+import run_folder
 
 DIGIT_COLORMAP = "rainbow"
 IMAGE_COLORMAP = "gray_r"
+
+
+def set_headless(headless=True):
+    """Draws off-screen (Agg) unless windows are wanted (`--show`); call before any figure."""
+    if headless:
+        plt.switch_backend("Agg")
 
 
 def digit_colors():

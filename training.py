@@ -16,6 +16,7 @@ import run_folder
 
 EPOCHS_DEFAULT = {"vae": 15, "ae": 10}
 ORIGINAL_EPOCHS = {"vae": 100, "ae": 40}
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 MODEL_NAMES = {"vae": "variational autoencoder (VAE)", "ae": "vanilla autoencoder (AE)"}
 
 
@@ -85,10 +86,35 @@ def build_parser(kind):
                             help="loss = weight * MSE + KL")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of weights, shuffling and sampling (keras.utils.set_random_seed)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
+                        help="Keras dtype policy; auto picks mixed_bfloat16 on CPUs with bfloat16 "
+                             "instructions (AVX512-BF16 or AMX), else float32. The loss is "
+                             "always computed in float32")
     parser.add_argument("--out", default=f"runs/{kind}", help="the run folder to write")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                         help="Keras' fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return parser
+
+
+def cpu_has_bfloat16():
+    """True where /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (Linux); False elsewhere."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
+            flags = set(cpuinfo.read().split())
+    except OSError:
+        return False
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def resolve_precision(precision):
+    """The Keras dtype policy that `--precision` names; "auto" decides from the CPU.
+
+    Mixed bfloat16 trains about twice as fast as float32 on CPUs with bfloat16
+    instructions (README, Performance) and is emulated, slowly, on others.
+    """
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
 
 
 def compile_model(model, learning_rate=5e-4, reconstruction_weight=1000.0):
@@ -146,6 +172,8 @@ def train(kind, args):
           + (f" images of digits {sorted(set(args.digits))}" if args.digits else " images"))
 
     keras.utils.set_random_seed(args.seed)
+    precision = resolve_precision(args.precision)
+    keras.mixed_precision.set_global_policy(precision)
     reconstruction_weight = getattr(args, "reconstruction_weight", None)
     model = models.build_model(kind, latent_dim=args.latent_dim, seed=args.seed)
     compile_model(model, args.learning_rate, reconstruction_weight or 0.0)
@@ -157,7 +185,7 @@ def train(kind, args):
             "learning_rate": args.learning_rate, "reconstruction_weight": reconstruction_weight,
             "seed": args.seed, "train_limit": args.train_limit,
             "digits": sorted(set(args.digits)) if args.digits else None,
-            "train_images": len(train_images),
+            "train_images": len(train_images), "precision": precision,
         },
         "data": {"path": args.data, "source": dataset.source},
         "backend": keras.backend.backend(),
@@ -165,8 +193,12 @@ def train(kind, args):
     }
     writer = HistoryWriter(out_dir, f"{kind.upper()} training on {len(train_images):,} images")
     started = time.perf_counter()
+    print(f"{kind.upper()}: {args.epochs} epochs, batch {args.batch_size}, "
+          f"learning rate {args.learning_rate:g}, latent {args.latent_dim}, {precision}, "
+          f"backend {keras.backend.backend()}")
     model.fit(train_images, train_images, batch_size=args.batch_size, epochs=args.epochs,
-              validation_data=(dataset.x_test, dataset.x_test), callbacks=[writer],
+              validation_data=(dataset.x_test, dataset.x_test),
+              validation_batch_size=max(args.batch_size, 256), callbacks=[writer],
               verbose=args.verbose)
     config["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
     # Weights first, config last: a folder with a config always has matching weights.
@@ -181,6 +213,7 @@ def train(kind, args):
 def main(kind, argv=None):
     """Entry point of train_{kind}.py: parse flags, train, and turn user errors into one line."""
     args = build_parser(kind).parse_args(argv)
+    plots.set_headless()
     try:
         train(kind, args)
     except (data.DataError, run_folder.RunFolderError) as error:

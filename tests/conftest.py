@@ -1,0 +1,51 @@
+"""Shared fixtures: the repo on sys.path, a tiny MNIST file, and a clean Keras state per test."""
+
+import os
+import pathlib
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import data  # noqa: E402
+
+TINY_TRAIN = 256
+TINY_TEST = 128
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+@pytest.fixture(scope="session")
+def mnist_arrays():
+    """The bundled real MNIST subset, as raw uint8 arrays."""
+    with np.load(data.BUNDLED_MNIST) as archive:
+        return {key: archive[key] for key in data.NPZ_KEYS}
+
+
+@pytest.fixture(scope="session")
+def tiny_npz(tmp_path_factory, mnist_arrays):
+    """A small real-MNIST .npz: 256 training and 128 test images, all ten digits."""
+    path = tmp_path_factory.mktemp("data") / "tiny.npz"
+    return write_npz(path,
+                     x_train=mnist_arrays["x_train"][:TINY_TRAIN],
+                     y_train=mnist_arrays["y_train"][:TINY_TRAIN],
+                     x_test=mnist_arrays["x_test"][:TINY_TEST],
+                     y_test=mnist_arrays["y_test"][:TINY_TEST])
+
+
+@pytest.fixture(autouse=True)
+def clean_keras_state():
+    """Each test starts in float32 with a fresh Keras session (training may change the policy)."""
+    keras.mixed_precision.set_global_policy("float32")
+    keras.backend.clear_session()
+    yield
+    keras.mixed_precision.set_global_policy("float32")

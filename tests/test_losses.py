@@ -1,0 +1,69 @@
+"""The loss functions against NumPy on small hand-made arrays."""
+
+import numpy as np
+import pytest
+from keras import ops
+
+import losses
+
+
+def to_numpy(tensor):
+    return np.asarray(ops.convert_to_numpy(tensor))
+
+
+def test_reconstruction_mse_is_the_mean_over_pixels_of_each_image():
+    images = np.zeros((2, 2, 2, 1), dtype="float32")
+    reconstructions = np.array([[[[1.0], [0.0]], [[0.0], [0.0]]],
+                                [[[0.5], [0.5]], [[0.5], [0.5]]]], dtype="float32")
+    result = to_numpy(losses.reconstruction_mse(images, reconstructions))
+    np.testing.assert_allclose(result, [0.25, 0.25], rtol=1e-6)
+
+
+def test_reconstruction_mse_matches_numpy_on_random_arrays():
+    rng = np.random.default_rng(0)
+    images = rng.random((3, 4, 5, 2)).astype("float32")
+    reconstructions = rng.random((3, 4, 5, 2)).astype("float32")
+    expected = ((images - reconstructions) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(to_numpy(losses.reconstruction_mse(images, reconstructions)),
+                               expected, rtol=1e-5)
+
+
+def test_kl_is_zero_at_the_prior():
+    zeros = np.zeros((4, 2), dtype="float32")
+    np.testing.assert_array_equal(to_numpy(losses.kl_divergence(zeros, zeros)), np.zeros(4))
+
+
+def test_kl_matches_the_closed_form_by_hand():
+    # mean (1, 2), log-variance (0, log 4): -0.5 * [(1 + 0 - 1 - 1) + (1 + log 4 - 4 - 4)]
+    z_mean = np.array([[1.0, 2.0]], dtype="float32")
+    z_log_var = np.array([[0.0, np.log(4.0)]], dtype="float32")
+    expected = -0.5 * ((1 + 0 - 1 - 1) + (1 + np.log(4.0) - 4 - 4))
+    np.testing.assert_allclose(to_numpy(losses.kl_divergence(z_mean, z_log_var)), [expected],
+                               rtol=1e-6)
+
+
+def test_kl_sums_over_latent_dimensions_and_matches_numpy():
+    rng = np.random.default_rng(1)
+    z_mean = rng.normal(size=(5, 3)).astype("float32")
+    z_log_var = rng.normal(size=(5, 3)).astype("float32")
+    expected = -0.5 * np.sum(1 + z_log_var - z_mean ** 2 - np.exp(z_log_var), axis=1)
+    np.testing.assert_allclose(to_numpy(losses.kl_divergence(z_mean, z_log_var)), expected,
+                               rtol=1e-5)
+
+
+@pytest.mark.parametrize("weight", [1000.0, 1.0, 0.0])
+def test_vae_loss_is_weighted_mse_plus_kl(weight):
+    rng = np.random.default_rng(2)
+    images = rng.random((2, 3, 3, 1)).astype("float32")
+    reconstructions = rng.random((2, 3, 3, 1)).astype("float32")
+    z_mean = rng.normal(size=(2, 2)).astype("float32")
+    z_log_var = rng.normal(size=(2, 2)).astype("float32")
+    mse = ((images - reconstructions) ** 2).mean(axis=(1, 2, 3))
+    kl = -0.5 * np.sum(1 + z_log_var - z_mean ** 2 - np.exp(z_log_var), axis=1)
+    result = losses.vae_loss(images, reconstructions, z_mean, z_log_var, weight)
+    np.testing.assert_allclose(to_numpy(result), weight * mse + kl, rtol=1e-5)
+
+
+def test_losses_are_float32_for_bfloat16_inputs():
+    images = ops.cast(np.full((1, 2, 2, 1), 0.5, dtype="float32"), "bfloat16")
+    assert ops.convert_to_numpy(losses.reconstruction_mse(images, images)).dtype == np.float32
