@@ -203,6 +203,10 @@ class _Autoencoder(keras.Model):
         """Images the decoder draws at `latents` (shape `(N, latent_dim)`), in one predict."""
         return self.decoder.predict(latents, batch_size=batch_size, verbose=0)
 
+    def reconstruct(self, images, batch_size=256):
+        """Deterministic reconstructions: the decoded latent means (VAE) or codes (AE)."""
+        return self.decode(self.encode(images, batch_size), batch_size)
+
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

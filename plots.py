@@ -113,3 +113,37 @@ def manifold(decoded, grid_x, grid_y, title):
     axis.set_ylabel("z[1]")
     axis.set_title(title)
     return figure
+
+
+def anomaly_histogram(normal_errors, anomalous_errors, threshold, title):
+    """Reconstruction-error histograms of normal and anomalous test images, threshold marked."""
+    figure, axis = plt.subplots(figsize=(7.5, 4.5))
+    upper = np.percentile(np.concatenate([normal_errors, anomalous_errors]), 99.5)
+    bins = np.linspace(0.0, upper, 60)
+    axis.hist(normal_errors, bins=bins, alpha=0.6, density=True, color="tab:blue",
+              label=f"normal (trained digits), {len(normal_errors):,}")
+    axis.hist(anomalous_errors, bins=bins, alpha=0.6, density=True, color="tab:red",
+              label=f"anomalous (unseen digits), {len(anomalous_errors):,}")
+    axis.axvline(threshold, color="black", linestyle="--",
+                 label=f"threshold {threshold:.4f} (from training errors)")
+    axis.set_xlabel("reconstruction error (per-image MSE)")
+    axis.set_ylabel("density")
+    axis.set_title(title)
+    axis.legend()
+    return figure
+
+
+def roc_curve(is_anomaly, scores, auroc, title):
+    """The ROC curve of scoring anomalies by reconstruction error."""
+    from sklearn.metrics import roc_curve as sklearn_roc_curve
+
+    false_positive_rate, true_positive_rate, _ = sklearn_roc_curve(is_anomaly, scores)
+    figure, axis = plt.subplots(figsize=(5.5, 5.2))
+    axis.plot(false_positive_rate, true_positive_rate, label=f"reconstruction error (AUROC {auroc:.3f})")
+    axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUROC 0.5)")
+    axis.set_xlabel("false positive rate (normal digits flagged)")
+    axis.set_ylabel("true positive rate (unseen digits flagged)")
+    axis.set_title(title)
+    axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
+    return figure

@@ -4,6 +4,8 @@
         config.json          model kind and config, training settings, data used
         model.weights.h5     the trained weights (Keras 3 format)
         history.csv          one row per epoch: loss, mse, kl and their val_ twins
+        checkpoint.npz       the last finished epoch, for --resume: weights, optimizer
+                             state, sampling-noise state, epoch number, history, settings
         loss_curve.png       the history, plotted
 
 Every file is written atomically: first to a temporary file in the same folder,
@@ -17,10 +19,14 @@ import json
 import os
 import pathlib
 import tempfile
+import zipfile
+
+import numpy as np
 
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.weights.h5"
 HISTORY_FILE = "history.csv"
+CHECKPOINT_FILE = "checkpoint.npz"
 
 
 class RunFolderError(ValueError):
@@ -153,3 +159,48 @@ def load_model(run_dir):
                              f"({first_line[:160]}): the weights are truncated, or the "
                              f"config was edited; train again") from None
     return model, config
+
+
+def write_checkpoint(path, weights, optimizer_variables, rng_states, state):
+    """Writes one checkpoint file atomically: all arrays and a JSON `state` together.
+
+    One file, so weights, optimizer state and epoch number can never disagree.
+
+    Args:
+        weights: `model.get_weights()`.
+        optimizer_variables: the optimizer's variable values, in its order.
+        rng_states: the states of the model's random seed generators.
+        state: JSON-serializable dict (epoch, history, settings).
+    """
+    arrays = {"state": np.array(json.dumps(state))}
+    for prefix, values in (("weight", weights), ("optimizer", optimizer_variables),
+                           ("rng", rng_states)):
+        arrays.update({f"{prefix}_{index:04d}": np.asarray(value)
+                       for index, value in enumerate(values)})
+    with atomic_path(path) as temporary:
+        with open(temporary, "wb") as file:
+            np.savez(file, **arrays)
+            file.flush()
+            os.fsync(file.fileno())
+
+
+def read_checkpoint(path):
+    """Reads `write_checkpoint`'s file; raises RunFolderError if it is missing or broken.
+
+    Returns:
+        `(state, weights, optimizer_variables, rng_states)`.
+    """
+    path = pathlib.Path(path)
+    if not path.is_file():
+        raise RunFolderError(f"there is no checkpoint {path} to resume: "
+                             f"train without --resume, or give the --out of an earlier run")
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            state = json.loads(str(archive["state"]))
+            groups = {prefix: [archive[name] for name in sorted(archive.files)
+                               if name.startswith(prefix + "_")]
+                      for prefix in ("weight", "optimizer", "rng")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as error:
+        raise RunFolderError(f"checkpoint {path} is unreadable ({error}): "
+                             f"train again without --resume") from None
+    return state, groups["weight"], groups["optimizer"], groups["rng"]

@@ -7,6 +7,7 @@ import sys
 import time
 
 import keras
+import numpy as np
 
 import data
 import losses
@@ -91,6 +92,9 @@ def build_parser(kind):
                              "instructions (AVX512-BF16 or AMX), else float32. The loss is "
                              "always computed in float32")
     parser.add_argument("--out", default=f"runs/{kind}", help="the run folder to write")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint, with its saved "
+                             "settings, up to --epochs")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                         help="Keras' fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
     return parser
@@ -134,37 +138,118 @@ def compile_model(model, learning_rate=5e-4, reconstruction_weight=1000.0):
     return model
 
 
-class HistoryWriter(keras.callbacks.Callback):
-    """After each epoch, rewrites history.csv atomically; at the end, draws the loss curve.
+class TrainingStopped(Exception):
+    """Training ended early (NaN loss); the message says why and what to do."""
 
-    Keras' CSVLogger appends to its file in place, so an interrupted run can leave
-    a torn last line; this writes a whole new file and renames it instead.
+
+class RunRecorder(keras.callbacks.Callback):
+    """After each finished epoch: append to the history, rewrite history.csv and the checkpoint.
+
+    Both files are written atomically (a new file renamed over the old), so an
+    interrupt never leaves a torn file: Keras' CSVLogger appends in place.
+    An epoch whose loss is NaN or infinite is not recorded, so the checkpoint
+    always holds the last good epoch.
 
     Args:
         out_dir: the run folder.
-        title: the loss curve's title.
+        history: the history so far ({name: [value per epoch]}), empty for a new run.
+        settings: the run's settings, stored in the checkpoint for --resume.
     """
 
-    def __init__(self, out_dir, title):
+    def __init__(self, out_dir, history, settings):
         super().__init__()
         self.out_dir = pathlib.Path(out_dir)
-        self.title = title
-        self.history = {}
+        self.history = history
+        self.settings = settings
+
+    @property
+    def epochs_done(self):
+        return len(self.history.get("loss", []))
 
     def on_epoch_end(self, epoch, logs=None):
-        for name, value in (logs or {}).items():
+        logs = logs or {}
+        if not all(math.isfinite(float(value)) for value in logs.values()):
+            return
+        for name, value in logs.items():
             self.history.setdefault(name, []).append(float(value))
         run_folder.write_history_csv(self.out_dir / run_folder.HISTORY_FILE, self.history)
+        run_folder.write_checkpoint(
+            self.out_dir / run_folder.CHECKPOINT_FILE, self.model.get_weights(),
+            [keras.ops.convert_to_numpy(variable) for variable in self.model.optimizer.variables],
+            [keras.ops.convert_to_numpy(state) for state in rng_states(self.model)],
+            {"epoch": self.epochs_done, "history": self.history, "settings": self.settings})
 
-    def on_train_end(self, logs=None):
-        if self.history:
-            plots.save(plots.loss_curve(self.history, self.title),
-                       self.out_dir / "loss_curve.png")
+
+def rng_states(model):
+    """The state variables of the model's random seed generators (the VAE's sampling noise)."""
+    return [layer.seed_generator.state for layer in model.encoder.layers
+            if isinstance(layer, models.Sampling)]
+
+
+def restore_checkpoint(model, weights, optimizer_variables, saved_rng_states):
+    """Puts a checkpoint's weights, optimizer state and noise state back into a compiled model."""
+    model.set_weights(weights)
+    model.optimizer.build(model.trainable_variables)
+    for variable, value in zip(model.optimizer.variables, optimizer_variables, strict=True):
+        variable.assign(value)
+    for variable, value in zip(rng_states(model), saved_rng_states, strict=True):
+        variable.assign(value)
+
+
+class EpochShuffledImages(keras.utils.PyDataset):
+    """Batches of `(images, images)`, reshuffled each epoch in an order fixed by (seed, epoch).
+
+    Fixing the order per epoch, rather than drawing it from one random stream,
+    makes a resumed run see exactly the batches an uninterrupted run would have.
+
+    Args:
+        images: float32 array, shape (N, 28, 28, 1).
+        batch_size: images per batch; the last batch may be smaller.
+        seed: the run's seed.
+        first_epoch: the epoch (0-based) that the first pass over the data is.
+    """
+
+    def __init__(self, images, batch_size, seed, first_epoch=0):
+        super().__init__()
+        self.images = images
+        self.batch_size = batch_size
+        self.seed = seed
+        self.epoch = first_epoch - 1  # on_epoch_begin moves it to first_epoch
+        self.order = np.arange(len(images))  # Keras reads a few batches to learn their shape
+
+    def __len__(self):
+        return math.ceil(len(self.images) / self.batch_size)
+
+    def __getitem__(self, index):
+        batch = self.images[self.order[index * self.batch_size:(index + 1) * self.batch_size]]
+        return batch, batch  # an autoencoder's target is its input
+
+    def on_epoch_begin(self):
+        self.epoch += 1
+        self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
+
+
+SETTINGS = ("data", "train_limit", "digits", "batch_size", "learning_rate", "latent_dim",
+            "reconstruction_weight", "seed", "precision")
 
 
 def train(kind, args):
     """Trains one model as `args` say and writes its run folder. Returns the folder."""
     out_dir = run_folder.prepare_output_folder(args.out)
+    history, checkpoint = {}, None
+    if args.resume:
+        state, *checkpoint = run_folder.read_checkpoint(out_dir / run_folder.CHECKPOINT_FILE)
+        history = state["history"]
+        for name, value in state["settings"].items():
+            # The run's saved settings win, except a learning rate given on this command
+            # line (after a NaN, say).
+            if not (name == "learning_rate" and args.learning_rate_given):
+                setattr(args, name, value)
+        if args.epochs <= state["epoch"]:
+            raise run_folder.RunFolderError(
+                f"{out_dir} has already trained {state['epoch']} epochs: "
+                f"give --epochs above {state['epoch']} to train on")
+        print(f"resuming {out_dir} after epoch {state['epoch']}, with the run's saved settings")
     dataset = data.load_dataset(args.data)
     train_images, train_labels = data.select_training_images(
         dataset.x_train, dataset.y_train, args.train_limit, args.digits)
@@ -177,6 +262,30 @@ def train(kind, args):
     reconstruction_weight = getattr(args, "reconstruction_weight", None)
     model = models.build_model(kind, latent_dim=args.latent_dim, seed=args.seed)
     compile_model(model, args.learning_rate, reconstruction_weight or 0.0)
+    if checkpoint:
+        restore_checkpoint(model, *checkpoint)
+    settings = {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
+    recorder = RunRecorder(out_dir, history, settings)
+    print(f"{kind.upper()}: {args.epochs} epochs, batch {args.batch_size}, "
+          f"learning rate {args.learning_rate:g}, latent {args.latent_dim}, {precision}, "
+          f"backend {keras.backend.backend()}")
+    started = time.perf_counter()
+    first_epoch = recorder.epochs_done
+    # shuffle=False: the dataset shuffles itself; Keras would also reorder its batches.
+    model.fit(EpochShuffledImages(train_images, args.batch_size, args.seed, first_epoch),
+              initial_epoch=first_epoch, epochs=args.epochs, shuffle=False,
+              validation_data=(dataset.x_test, dataset.x_test),
+              validation_batch_size=max(args.batch_size, 256),
+              callbacks=[keras.callbacks.TerminateOnNaN(), recorder], verbose=args.verbose)
+    if recorder.epochs_done < args.epochs:  # TerminateOnNaN stopped training
+        good = recorder.epochs_done
+        raise TrainingStopped(
+            f"the loss became NaN or infinite in epoch {good + 1}; the likely cause is a "
+            f"learning rate too high (--learning-rate {args.learning_rate:g}). "
+            + (f"The checkpoint of epoch {good} is kept: lower the rate and continue with --resume"
+               if good else "Nothing was saved: lower the rate and train again"))
+    wall_seconds = round(time.perf_counter() - started, 1)
+
     config = {
         "model": kind,
         "model_config": model.get_config(),
@@ -186,26 +295,23 @@ def train(kind, args):
             "seed": args.seed, "train_limit": args.train_limit,
             "digits": sorted(set(args.digits)) if args.digits else None,
             "train_images": len(train_images), "precision": precision,
+            "wall_seconds": wall_seconds, "resumed": bool(args.resume),
         },
-        "data": {"path": args.data, "source": dataset.source},
+        "data": {"path": str(pathlib.Path(args.data).resolve()) if args.data else None,
+                 "source": dataset.source},
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
     }
-    writer = HistoryWriter(out_dir, f"{kind.upper()} training on {len(train_images):,} images")
-    started = time.perf_counter()
-    print(f"{kind.upper()}: {args.epochs} epochs, batch {args.batch_size}, "
-          f"learning rate {args.learning_rate:g}, latent {args.latent_dim}, {precision}, "
-          f"backend {keras.backend.backend()}")
-    model.fit(train_images, train_images, batch_size=args.batch_size, epochs=args.epochs,
-              validation_data=(dataset.x_test, dataset.x_test),
-              validation_batch_size=max(args.batch_size, 256), callbacks=[writer],
-              verbose=args.verbose)
-    config["training"]["wall_seconds"] = round(time.perf_counter() - started, 1)
-    # Weights first, config last: a folder with a config always has matching weights.
+    # An old config goes first, then the weights, then the new config: a folder with a
+    # config.json always has the weights that match it.
+    (out_dir / run_folder.CONFIG_FILE).unlink(missing_ok=True)
     run_folder.save_weights(model, out_dir / run_folder.WEIGHTS_FILE)
     run_folder.write_json(out_dir / run_folder.CONFIG_FILE, config)
-    final = {name: values[-1] for name, values in writer.history.items()}
-    print(f"saved {out_dir}: {args.epochs} epochs in {config['training']['wall_seconds']} s; "
+    plots.save(plots.loss_curve(recorder.history, f"{kind.upper()} training on "
+                                f"{len(train_images):,} images"), out_dir / "loss_curve.png")
+    final = {name: values[-1] for name, values in recorder.history.items()}
+    print(f"saved {out_dir}: {args.epochs} epochs, {wall_seconds} s"
+          + (" this session" if args.resume else "") + "; "
           + ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items())))
     return out_dir
 
@@ -213,14 +319,25 @@ def train(kind, args):
 def main(kind, argv=None):
     """Entry point of train_{kind}.py: parse flags, train, and turn user errors into one line."""
     args = build_parser(kind).parse_args(argv)
+    given = sys.argv[1:] if argv is None else argv
+    args.learning_rate_given = any(flag.split("=")[0] == "--learning-rate" for flag in given)
     plots.set_headless()
     try:
         train(kind, args)
     except (data.DataError, run_folder.RunFolderError) as error:
         print(f"train_{kind}.py: error: {error}", file=sys.stderr)
         return 2
+    except TrainingStopped as error:
+        print(f"train_{kind}.py: stopped: {error}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
-        print(f"train_{kind}.py: interrupted; nothing in {pathlib.Path(args.out)} was overwritten",
-              file=sys.stderr)
+        checkpoint = pathlib.Path(args.out) / run_folder.CHECKPOINT_FILE
+        if checkpoint.is_file():
+            print(f"train_{kind}.py: interrupted; the last finished epoch is saved in {checkpoint}: "
+                  f"continue with python train_{kind}.py --out {args.out} --epochs {args.epochs} "
+                  f"--resume", file=sys.stderr)
+        else:
+            print(f"train_{kind}.py: interrupted before the first epoch finished; "
+                  f"nothing was saved: train again", file=sys.stderr)
         return 130
     return 0

@@ -1,0 +1,74 @@
+"""Held-out numbers for a trained model: latent-space quality and anomaly detection.
+
+All metrics come from scikit-learn; this module only decides what is compared
+with what.
+"""
+
+import numpy as np
+from sklearn.metrics import precision_score, recall_score, roc_auc_score, silhouette_score
+from sklearn.neighbors import KNeighborsClassifier
+
+ANOMALY_PERCENTILE = 99.0
+
+
+def knn_accuracy(train_latents, train_labels, test_latents, test_labels, neighbours=5):
+    """Test accuracy of a k-nearest-neighbour digit classifier fitted on training latents.
+
+    A high value means that images of one digit sit together in latent space.
+    """
+    classifier = KNeighborsClassifier(n_neighbors=neighbours)
+    classifier.fit(train_latents, train_labels)
+    return float(classifier.score(test_latents, test_labels))
+
+
+def silhouette(latents, labels):
+    """Mean silhouette coefficient of the latents grouped by digit, in [-1, 1].
+
+    Near 1: tight, well separated digit clusters; near 0: overlapping ones.
+    """
+    return float(silhouette_score(latents, labels, metric="euclidean"))
+
+
+def reconstruction_errors(images, reconstructions):
+    """Per-image mean squared error (mean over height, width and channel), as NumPy."""
+    difference = np.asarray(images, "float32") - np.asarray(reconstructions, "float32")
+    return np.mean(np.square(difference), axis=tuple(range(1, difference.ndim)))
+
+
+def anomaly_report(train_errors, test_errors, test_labels, normal_digits,
+                   percentile=ANOMALY_PERCENTILE):
+    """Scores test images as anomalies by their reconstruction error.
+
+    Digits in `normal_digits` are normal (label 0), all others anomalous (1).
+    The threshold is the `percentile`-th percentile of the training images'
+    errors, so it is chosen without looking at any anomaly.
+
+    Returns:
+        A dict with `auroc` (overall ROC AUC), `auroc_per_digit` ({digit: AUC
+        of that unseen digit against the normal test images}), `threshold`,
+        `threshold_percentile`, `precision` and `recall` of "error above the
+        threshold" on the test set, and the counts of normal and anomalous
+        test images.
+    """
+    test_labels = np.asarray(test_labels)
+    is_anomaly = ~np.isin(test_labels, list(normal_digits))
+    if is_anomaly.all() or not is_anomaly.any():
+        raise ValueError("the test set needs both normal and anomalous digits to score anomalies")
+    threshold = float(np.percentile(train_errors, percentile))
+    flagged = test_errors > threshold
+    normal = ~is_anomaly
+    per_digit = {}
+    for digit in sorted(set(test_labels[is_anomaly].tolist())):
+        chosen = normal | (test_labels == digit)
+        per_digit[str(digit)] = float(roc_auc_score(test_labels[chosen] == digit,
+                                                    test_errors[chosen]))
+    return {
+        "auroc": float(roc_auc_score(is_anomaly, test_errors)),
+        "auroc_per_digit": per_digit,
+        "threshold": threshold,
+        "threshold_percentile": percentile,
+        "precision": float(precision_score(is_anomaly, flagged, zero_division=0)),
+        "recall": float(recall_score(is_anomaly, flagged)),
+        "normal_test_images": int(normal.sum()),
+        "anomalous_test_images": int(is_anomaly.sum()),
+    }

@@ -1,0 +1,140 @@
+"""benchmarks/train_speed.py on tiny data: its JSON summary, its medians and its bad-input errors."""
+
+import importlib.util
+import json
+import math
+
+import numpy as np
+import pytest
+
+import training
+from conftest import REPO, write_npz
+
+TINY_TRAIN = 128
+TINY_TEST = 64
+
+
+def load_benchmark():
+    spec = importlib.util.spec_from_file_location(
+        "train_speed", REPO / "benchmarks" / "train_speed.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+train_speed = load_benchmark()
+
+
+@pytest.fixture(scope="module")
+def small_npz(tmp_path_factory, mnist_arrays):
+    """128 training and 64 test images of the bundled real MNIST."""
+    return write_npz(tmp_path_factory.mktemp("bench") / "small.npz",
+                     x_train=mnist_arrays["x_train"][:TINY_TRAIN],
+                     y_train=mnist_arrays["y_train"][:TINY_TRAIN],
+                     x_test=mnist_arrays["x_test"][:TINY_TEST],
+                     y_test=mnist_arrays["y_test"][:TINY_TEST])
+
+
+def test_tiny_benchmark_measures_both_variants(small_npz, tmp_path, capsys):
+    json_out = tmp_path / "speed.json"
+    # Two epochs, so throughput is timed on a warm epoch; a target every run reaches at epoch 1.
+    code = train_speed.main(["--data", str(small_npz), "--train-limit", str(TINY_TRAIN),
+                             "--epochs", "2", "--repeats", "1", "--target-loss", "1e6",
+                             "--json-out", str(json_out)])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    summary = json.loads(lines[-1])
+
+    assert summary["settings"]["train_images"] == TINY_TRAIN
+    assert summary["settings"]["test_images"] == TINY_TEST
+    for variant in ("reference", "project"):
+        medians = summary[variant]
+        assert medians["runs"] == 1 and medians["reached_target"] == 1
+        assert math.isfinite(medians["throughput"]) and medians["throughput"] > 0
+        assert medians["time_to_target"] > 0 and medians["target_epoch"] == 1
+        assert 0 < medians["final_test_loss"] < 1e6
+        assert medians["peak_rss_mib"] > 50  # a Keras process, measured in MiB
+    assert summary["reference"]["precision"] == "float32"
+    assert summary["project"]["precision"] == training.resolve_precision("auto")
+    np.testing.assert_allclose(
+        summary["throughput_ratio"],
+        summary["project"]["throughput"] / summary["reference"]["throughput"], rtol=0.01)
+    np.testing.assert_allclose(
+        summary["time_to_target_ratio"],
+        summary["project"]["time_to_target"] / summary["reference"]["time_to_target"], rtol=0.01)
+
+    table = [line for line in lines if line.startswith("|")]
+    assert len(table) == 2 + 2 + 2  # header, rule, one row per run, one median row per variant
+    assert "(cold)" not in "\n".join(table)
+
+    full = json.loads(json_out.read_text())
+    assert [run["variant"] for run in full["runs"]] == ["reference", "project"]
+    for run in full["runs"]:
+        assert run["epochs"] == 2 and run["throughput_warm"]
+        assert run["test_images"] == TINY_TEST and run["train_images"] == TINY_TRAIN
+        assert [epoch["epoch"] for epoch in run["history"]] == [1, 2]
+        # the training clock leaves the evaluations out
+        assert run["time_to_target"] < run["time_to_target_with_eval"] <= run["fit_seconds"]
+
+
+def fake_run(variant, throughput, time_to_target):
+    return {"variant": variant, "precision": "float32", "throughput": throughput,
+            "throughput_warm": True, "time_to_target": time_to_target,
+            "target_epoch": None if time_to_target is None else 10,
+            "final_test_loss": 56.0, "epochs": 12, "peak_rss_mib": 1000.0}
+
+
+def test_medians_and_ratios():
+    runs = [fake_run("reference", 500.0, 200.0), fake_run("project", 1000.0, 80.0),
+            fake_run("reference", 600.0, 180.0), fake_run("project", 900.0, None),
+            fake_run("reference", 550.0, 220.0), fake_run("project", 1100.0, 90.0)]
+    summary = train_speed.summarize(runs)
+    assert summary["reference"]["throughput"] == 550.0
+    assert summary["project"]["throughput"] == 1000.0
+    assert summary["throughput_ratio"] == pytest.approx(1000.0 / 550.0)
+    # the run that missed the target counts as the slowest one
+    assert summary["project"]["time_to_target"] == 90.0
+    assert summary["project"]["reached_target"] == 2
+    assert summary["time_to_target_ratio"] == pytest.approx(90.0 / 200.0)
+    table = train_speed.markdown_table(runs, summary)
+    assert table.count("not reached") == 1 and table.count("**median**") == 2
+
+
+def test_a_target_most_runs_miss_has_no_median_and_no_ratio():
+    runs = [fake_run("reference", 500.0, 200.0), fake_run("project", 1000.0, None),
+            fake_run("project", 1000.0, None), fake_run("project", 1000.0, 80.0)]
+    summary = train_speed.summarize(runs)
+    assert summary["project"]["time_to_target"] is None
+    assert summary["time_to_target_ratio"] is None
+    assert summary["throughput_ratio"] == pytest.approx(2.0)
+    assert json.loads(json.dumps(train_speed._json_safe(summary))) == summary
+
+
+def test_one_variant_alone_has_no_ratios():
+    summary = train_speed.summarize([fake_run("project", 1000.0, 80.0)])
+    assert summary["throughput_ratio"] is None and summary["time_to_target_ratio"] is None
+
+
+@pytest.mark.parametrize("extra, expected", [
+    (["--data", "no/such/file.npz"], "does not exist"),
+    (["--train-limit", "1000"], "larger than"),
+    (["--json-out", "no/such/folder/speed.json"], "does not exist"),
+])
+def test_bad_input_is_one_line_error(small_npz, capsys, extra, expected):
+    argv = ["--data", str(small_npz), "--train-limit", str(TINY_TRAIN), *extra]
+    assert train_speed.main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("train_speed.py: error:")
+    assert expected in lines[0] and "Traceback" not in captured.err
+
+
+@pytest.mark.parametrize("flag, value", [("--repeats", "0"), ("--epochs", "x"),
+                                         ("--target-loss", "nan"), ("--variants", "fast")])
+def test_bad_flags_are_one_line_errors(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        train_speed.main([flag, value])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "error:" in lines[0] and flag in lines[0]

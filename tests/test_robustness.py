@@ -1,0 +1,110 @@
+"""Checkpoints, resume, Ctrl-C, NaN and reproducibility of training runs."""
+
+import json
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import losses
+import run_folder
+import training
+from conftest import REPO
+from test_scripts import assert_one_line_error, folder_digest, tiny_run_args
+
+
+def final_weights(run_dir):
+    model, _ = run_folder.load_model(run_dir)
+    return model.get_weights()
+
+
+def checkpoint_epoch(run_dir):
+    state, *_ = run_folder.read_checkpoint(run_dir / run_folder.CHECKPOINT_FILE)
+    return state["epoch"]
+
+
+def test_two_plus_two_resumed_epochs_equal_four_straight(tiny_npz, tmp_path):
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    assert training.main("vae", tiny_run_args(tiny_npz, straight, "--epochs", "4")) == 0
+    assert training.main("vae", tiny_run_args(tiny_npz, resumed, "--epochs", "2")) == 0
+    assert checkpoint_epoch(resumed) == 2
+    assert training.main("vae", tiny_run_args(tiny_npz, resumed, "--epochs", "4",
+                                              "--resume")) == 0
+    assert checkpoint_epoch(resumed) == 4
+    for straight_weight, resumed_weight in zip(final_weights(straight), final_weights(resumed),
+                                               strict=True):
+        np.testing.assert_allclose(resumed_weight, straight_weight, rtol=1e-5, atol=1e-6)
+    history = run_folder.read_history_csv(resumed / run_folder.HISTORY_FILE)
+    assert len(history["loss"]) == 4
+    np.testing.assert_allclose(history["loss"],
+                               run_folder.read_history_csv(straight / "history.csv")["loss"],
+                               rtol=1e-4)
+
+
+def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_npz, tmp_path):
+    for name, seed in (("first", "3"), ("second", "3"), ("other", "4")):
+        assert training.main("ae", tiny_run_args(tiny_npz, tmp_path / name, "--seed", seed)) == 0
+    first, second, other = (final_weights(tmp_path / name) for name in ("first", "second", "other"))
+    assert all(np.array_equal(a, b) for a, b in zip(first, second, strict=True))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
+
+
+def test_resume_without_checkpoint_is_refused(capsys, tiny_npz, tmp_path):
+    code = training.main("vae", tiny_run_args(tiny_npz, tmp_path / "fresh", "--resume"))
+    assert_one_line_error(capsys, code, "no checkpoint")
+
+
+def test_resume_past_the_last_epoch_is_refused(capsys, tiny_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1")) == 0
+    capsys.readouterr()
+    code = training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1", "--resume"))
+    assert_one_line_error(capsys, code, "already trained 1 epochs")
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, tiny_npz,
+                                                           tmp_path):
+    run_dir = tmp_path / "run"
+    assert training.main("vae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1")) == 0
+    before = folder_digest(run_dir)
+    capsys.readouterr()
+    # Force a NaN into the loss of the resumed epochs.
+    kl_divergence = losses.kl_divergence
+    monkeypatch.setattr(losses, "kl_divergence",
+                        lambda z_mean, z_log_var: kl_divergence(z_mean, z_log_var) * np.nan)
+    code = training.main("vae", tiny_run_args(tiny_npz, run_dir, "--epochs", "3", "--resume"))
+    captured = capsys.readouterr()
+    assert code == 3
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and "NaN or infinite" in lines[0] and "learning rate" in lines[0]
+    assert folder_digest(run_dir) == before  # checkpoint, weights, config: all as they were
+    assert checkpoint_epoch(run_dir) == 1
+
+
+def test_ctrl_c_saves_says_how_to_resume_and_the_run_resumes(tiny_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    command = [sys.executable, "train_ae.py", *tiny_run_args(tiny_npz, run_dir, "--epochs", "200")]
+    process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    deadline = time.monotonic() + 120
+    while not (run_dir / run_folder.CHECKPOINT_FILE).exists():
+        assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert "Traceback" not in stderr
+    last_line = stderr.strip().splitlines()[-1]
+    assert "interrupted" in last_line and "--resume" in last_line
+    saved = checkpoint_epoch(run_dir)
+    assert 1 <= saved < 200
+    assert not (run_dir / "config.json").exists()  # not a finished run yet
+    assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", str(saved + 1),
+                                             "--resume")) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["training"]["epochs"] == saved + 1 and config["training"]["resumed"]
+    assert len(run_folder.read_history_csv(run_dir / "history.csv")["loss"]) == saved + 1
+    assert not [path for path in run_dir.iterdir() if path.name.startswith(".tmp-")]
