@@ -52,11 +52,6 @@ def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_npz, t
     assert not all(np.array_equal(a, b) for a, b in zip(first, other, strict=True))
 
 
-def test_resume_without_checkpoint_is_refused(capsys, tiny_npz, tmp_path):
-    code = training.main("vae", tiny_run_args(tiny_npz, tmp_path / "fresh", "--resume"))
-    assert_one_line_error(capsys, code, "no checkpoint")
-
-
 def test_resume_past_the_last_epoch_is_refused(capsys, tiny_npz, tmp_path):
     run_dir = tmp_path / "run"
     assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1")) == 0

@@ -1,0 +1,107 @@
+"""Latent-space and anomaly metrics on known inputs, and the anomaly outputs of analysis.py."""
+
+import json
+
+import numpy as np
+import pytest
+
+import analysis
+import evaluation
+import training
+from conftest import write_npz
+from test_scripts import tiny_run_args
+
+
+def test_knn_accuracy_is_one_for_separated_clusters_and_chance_for_noise():
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 20)
+    centres = np.stack([np.cos(labels), np.sin(labels)], axis=1) * 10
+    separated = centres + rng.normal(scale=0.1, size=centres.shape)
+    assert evaluation.knn_accuracy(separated, labels, separated + 0.01, labels) == 1.0
+    noise = rng.normal(size=(200, 2))
+    assert evaluation.knn_accuracy(noise, labels, rng.normal(size=(200, 2)), labels) < 0.3
+
+
+def test_silhouette_is_near_one_for_tight_clusters_and_near_zero_for_mixed_ones():
+    rng = np.random.default_rng(1)
+    labels = np.repeat([0, 1], 50)
+    tight = np.where(labels[:, None] == 0, -5.0, 5.0) + rng.normal(scale=0.1, size=(100, 2))
+    assert evaluation.silhouette(tight, labels) > 0.9
+    assert abs(evaluation.silhouette(rng.normal(size=(100, 2)), labels)) < 0.1
+
+
+def test_reconstruction_errors_are_per_image_means():
+    images = np.zeros((2, 2, 2, 1))
+    reconstructions = np.array([np.ones((2, 2, 1)), np.full((2, 2, 1), 0.5)])
+    np.testing.assert_allclose(evaluation.reconstruction_errors(images, reconstructions),
+                               [1.0, 0.25])
+
+
+def test_perfect_separation_gives_auroc_one_and_full_precision_recall():
+    labels = np.array([0, 0, 0, 1, 2, 2])
+    errors = np.array([0.1, 0.2, 0.1, 0.9, 0.8, 0.7])
+    report = evaluation.anomaly_report(np.array([0.1, 0.2, 0.25]), errors, labels, [0])
+    assert report["auroc"] == 1.0
+    assert report["auroc_per_digit"] == {"1": 1.0, "2": 1.0}
+    assert report["precision"] == 1.0 and report["recall"] == 1.0
+    assert report["normal_test_images"] == 3 and report["anomalous_test_images"] == 3
+
+
+def test_reversed_scores_give_auroc_zero_and_threshold_from_training_errors():
+    labels = np.array([0, 0, 1, 1])
+    report = evaluation.anomaly_report(np.arange(101.0), np.array([0.9, 0.8, 0.1, 0.2]),
+                                       labels, [0], percentile=99)
+    assert report["auroc"] == 0.0
+    assert report["threshold"] == pytest.approx(99.0)
+    assert report["recall"] == 0.0
+
+
+def test_anomaly_report_needs_both_classes():
+    with pytest.raises(ValueError, match="both normal and anomalous"):
+        evaluation.anomaly_report(np.ones(3), np.ones(3), np.array([1, 1, 1]), [1])
+
+
+def test_digits_run_records_digits_and_analysis_scores_anomalies(tiny_npz, tmp_path):
+    run_dir = tmp_path / "ae01"
+    assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--digits", "1", "0", "1")) == 0
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["training"]["digits"] == [0, 1]
+    with np.load(tiny_npz) as archive:
+        expected = int(np.isin(archive["y_train"], [0, 1]).sum())
+    assert config["training"]["train_images"] == expected
+
+    assert analysis.main([str(run_dir)]) == 0
+    for name in ("anomaly_hist.png", "anomaly_roc.png", "anomaly_extremes.png",
+                 "latent_traversal.png", "explorer.html"):
+        assert (run_dir / name).stat().st_size > 1000, name
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert 0.0 <= metrics["auroc"] <= 1.0
+    assert set(metrics["auroc_per_digit"]) == {str(digit) for digit in range(2, 10)}
+    assert 0.0 <= metrics["knn5_accuracy"] <= 1.0 and -1.0 <= metrics["silhouette"] <= 1.0
+    assert 0.0 <= metrics["precision"] <= 1.0 and 0.0 <= metrics["recall"] <= 1.0
+
+
+def test_traverse_index_outside_the_test_set_is_refused(capsys, tiny_npz, tmp_path):
+    run_dir = tmp_path / "vae"
+    assert training.main("vae", tiny_run_args(tiny_npz, run_dir)) == 0
+    capsys.readouterr()
+    assert analysis.main([str(run_dir), "--traverse", "0", "5000"]) == 2
+    assert "--traverse index 5000 is outside the test set" in capsys.readouterr().err
+
+
+def test_one_class_benchmark_writes_its_table(tmp_path, mnist_arrays):
+    from benchmarks import one_class
+
+    npz = write_npz(tmp_path / "small.npz", x_train=mnist_arrays["x_train"][:400],
+                    y_train=mnist_arrays["y_train"][:400], x_test=mnist_arrays["x_test"][:200],
+                    y_test=mnist_arrays["y_test"][:200])
+    out = tmp_path / "one_class"
+    summary = one_class.run(one_class.build_parser().parse_args(
+        ["--data", str(npz), "--train-limit", "400", "--epochs", "1", "--normal-digits", "0", "1",
+         "--latent-dim", "4", "--precision", "float32", "--out", str(out)]))
+    assert set(summary["auroc_percent"]) == {"0", "1"}
+    assert all(0.0 <= value <= 100.0 for value in summary["auroc_percent"].values())
+    table = (out / "ae-latent4-epochs1-mse.md").read_text()
+    assert "DCAE (Ruff et al. 2018)" in table and "| 97.6 |" in table
+    assert json.loads((out / "ae-latent4-epochs1-mse.json").read_text())["mean_auroc_percent"] == \
+        pytest.approx(np.mean(list(summary["auroc_percent"].values())))
