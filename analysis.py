@@ -48,6 +48,7 @@ def test_losses(model, config, images, batch_size):
     import training
 
     settings = config["training"]
+    # The optimizer is never stepped here; compile only sets up the losses and metrics.
     training.compile_model(model, settings["learning_rate"],
                            settings.get("reconstruction_weight") or 0.0)
     results = model.evaluate(images, images, batch_size=batch_size, return_dict=True, verbose=0)
@@ -115,7 +116,7 @@ class FigureWriter:
 
 
 def write_latent_figures(save, model, kind, test_images, test_labels, test_latents,
-                         traverse, batch_size):
+                         traverse_endpoints, batch_size):
     """Latent scatter, reconstructions, traversal; manifold (2-D) and prior samples (VAE)."""
     import numpy as np
 
@@ -135,7 +136,7 @@ def write_latent_figures(save, model, kind, test_images, test_labels, test_laten
                           [f"digit {label}" for label in test_labels[examples]]),
          "reconstructions.png")
 
-    start, end = traversal_endpoints(test_labels, traverse)
+    start, end = traverse_endpoints
     fractions = np.linspace(0.0, 1.0, TRAVERSAL_STEPS, dtype="float32")[:, None]
     path = (1.0 - fractions) * test_latents[start] + fractions * test_latents[end]
     # One row: the start image, the decoded points along the line, the end image.
@@ -212,6 +213,7 @@ def analyse(args):
     settings = config["training"]
     dataset = data.load_dataset(args.data or config.get("data", {}).get("path"))
     print(dataset.describe())
+    endpoints = traversal_endpoints(dataset.y_test, args.traverse)  # checked before any work
     keras.utils.set_random_seed(settings.get("seed") or 0)
     save = FigureWriter(run_dir, args.show)
 
@@ -227,7 +229,7 @@ def analyse(args):
     metrics["silhouette"] = evaluation.silhouette(test_latents, dataset.y_test)
 
     write_latent_figures(save, model, kind, dataset.x_test, dataset.y_test, test_latents,
-                         args.traverse, args.batch_size)
+                         endpoints, args.batch_size)
     if model.latent_dim == 2:
         grid_x, grid_y = latent_grid(test_latents, EXPLORER_CELLS)
         explorer.write_explorer(run_dir / "explorer.html", test_latents, dataset.y_test,

@@ -81,6 +81,9 @@ def build_parser(kind):
     parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
     parser.add_argument("--learning-rate", type=positive_float, default=5e-4,
                         help="Adam's learning rate")
+    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
+                        help="constant: the learning rate throughout, as the original; cosine: "
+                             "decay it from --learning-rate to 0 over --epochs (cosine curve)")
     parser.add_argument("--latent-dim", type=positive_int, default=2, help="size of the latent code")
     if kind == "vae":
         parser.add_argument("--reconstruction-weight", type=non_negative_float, default=1000.0,
@@ -119,6 +122,14 @@ def resolve_precision(precision):
     if precision != "auto":
         return precision
     return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+
+
+def learning_rate_schedule(args, train_images):
+    """The learning rate, or a Keras schedule of it, that `--lr-schedule` asks for."""
+    if getattr(args, "lr_schedule", "constant") == "constant":
+        return args.learning_rate
+    steps = args.epochs * math.ceil(train_images / args.batch_size)
+    return keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps)
 
 
 def compile_model(model, learning_rate=5e-4, reconstruction_weight=1000.0):
@@ -229,7 +240,8 @@ class EpochShuffledImages(keras.utils.PyDataset):
         self.order = np.random.default_rng([self.seed, self.epoch]).permutation(len(self.images))
 
 
-SETTINGS = ("data", "train_limit", "digits", "batch_size", "learning_rate", "latent_dim",
+SETTINGS = ("data", "train_limit", "digits", "batch_size", "learning_rate", "lr_schedule",
+            "latent_dim",
             "reconstruction_weight", "seed", "precision")
 
 
@@ -261,13 +273,14 @@ def train(kind, args):
     keras.mixed_precision.set_global_policy(precision)
     reconstruction_weight = getattr(args, "reconstruction_weight", None)
     model = models.build_model(kind, latent_dim=args.latent_dim, seed=args.seed)
-    compile_model(model, args.learning_rate, reconstruction_weight or 0.0)
+    compile_model(model, learning_rate_schedule(args, len(train_images)),
+                  reconstruction_weight or 0.0)
     if checkpoint:
         restore_checkpoint(model, *checkpoint)
     settings = {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
     recorder = RunRecorder(out_dir, history, settings)
     print(f"{kind.upper()}: {args.epochs} epochs, batch {args.batch_size}, "
-          f"learning rate {args.learning_rate:g}, latent {args.latent_dim}, {precision}, "
+          f"learning rate {args.learning_rate:g} ({args.lr_schedule}), latent {args.latent_dim}, {precision}, "
           f"backend {keras.backend.backend()}")
     started = time.perf_counter()
     first_epoch = recorder.epochs_done
@@ -291,7 +304,8 @@ def train(kind, args):
         "model_config": model.get_config(),
         "training": {
             "epochs": args.epochs, "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate, "reconstruction_weight": reconstruction_weight,
+            "learning_rate": args.learning_rate, "lr_schedule": args.lr_schedule,
+            "reconstruction_weight": reconstruction_weight,
             "seed": args.seed, "train_limit": args.train_limit,
             "digits": sorted(set(args.digits)) if args.digits else None,
             "train_images": len(train_images), "precision": precision,

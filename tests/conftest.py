@@ -49,3 +49,24 @@ def clean_keras_state():
     keras.backend.clear_session()
     yield
     keras.mixed_precision.set_global_policy("float32")
+
+
+def tiny_run_args(npz, out, *extra):
+    """Command-line flags for a one-epoch float32 run on the tiny data set."""
+    return ["--data", str(npz), "--train-limit", str(TINY_TRAIN), "--epochs", "1",
+            "--batch-size", "32", "--precision", "float32", "--verbose", "0", "--out", str(out),
+            *extra]
+
+
+@pytest.fixture(scope="session")
+def trained_runs(tmp_path_factory, tiny_npz):
+    """One tiny VAE and one tiny AE run folder (seed 0), trained once for the whole session.
+
+    Tests may add analysis outputs to them, but copy a folder before spoiling it.
+    """
+    import training
+
+    root = tmp_path_factory.mktemp("runs")
+    for kind in ("vae", "ae"):
+        assert training.main(kind, tiny_run_args(tiny_npz, root / kind)) == 0
+    return root

@@ -10,8 +10,8 @@ import pytest
 
 import analysis
 import training
-from conftest import write_npz
-from test_scripts import folder_digest, tiny_run_args
+from conftest import tiny_run_args, write_npz
+from test_scripts import folder_digest
 
 
 def arrays_with(arrays, **changes):
@@ -69,14 +69,6 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def reference_runs(tmp_path_factory, tiny_npz):
-    root = tmp_path_factory.mktemp("reference_runs")
-    for kind in ("vae", "ae"):
-        assert training.main(kind, tiny_run_args(tiny_npz, root / kind)) == 0
-    return root
-
-
 def unwritable_folder(tmp_path):
     """A folder this process cannot write into (root ignores permissions: use /proc)."""
     if os.geteuid() == 0:
@@ -87,9 +79,9 @@ def unwritable_folder(tmp_path):
     return folder / "run"
 
 
-def spoil_run_folder(how, run_dir, reference_runs):
+def spoil_run_folder(how, run_dir, trained_runs):
     if how == "ae_weights":
-        shutil.copy(reference_runs / "ae" / "model.weights.h5", run_dir / "model.weights.h5")
+        shutil.copy(trained_runs / "ae" / "model.weights.h5", run_dir / "model.weights.h5")
     elif how == "latent_edit":
         config = json.loads((run_dir / "config.json").read_text())
         config["model_config"]["latent_dim"] = 3
@@ -105,9 +97,9 @@ def spoil_run_folder(how, run_dir, reference_runs):
 
 @pytest.mark.parametrize("case, script, setup, expected", CASES, ids=[case[0] for case in CASES])
 def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mnist_arrays,
-                   reference_runs):
+                   trained_runs):
     run_dir = tmp_path / "vae"
-    shutil.copytree(reference_runs / "vae", run_dir)  # an existing run that must survive
+    shutil.copytree(trained_runs / "vae", run_dir)  # an existing run that must survive
     kind, _, detail = setup.partition(":")
     out, npz, extra = run_dir, tiny_npz, []
     if kind == "data":
@@ -122,7 +114,7 @@ def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mn
     elif kind == "out" and detail == "fresh_resume":
         out, extra = tmp_path / "fresh", ["--resume"]
     elif kind == "run":
-        spoil_run_folder(detail, run_dir, reference_runs)
+        spoil_run_folder(detail, run_dir, trained_runs)
     before = folder_digest(run_dir)
 
     if script == "train":

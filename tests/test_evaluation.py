@@ -8,8 +8,7 @@ import pytest
 import analysis
 import evaluation
 import training
-from conftest import write_npz
-from test_scripts import tiny_run_args
+from conftest import tiny_run_args, write_npz
 
 
 def test_knn_accuracy_is_one_for_separated_clusters_and_chance_for_noise():
@@ -81,11 +80,8 @@ def test_digits_run_records_digits_and_analysis_scores_anomalies(tiny_npz, tmp_p
     assert 0.0 <= metrics["precision"] <= 1.0 and 0.0 <= metrics["recall"] <= 1.0
 
 
-def test_traverse_index_outside_the_test_set_is_refused(capsys, tiny_npz, tmp_path):
-    run_dir = tmp_path / "vae"
-    assert training.main("vae", tiny_run_args(tiny_npz, run_dir)) == 0
-    capsys.readouterr()
-    assert analysis.main([str(run_dir), "--traverse", "0", "5000"]) == 2
+def test_traverse_index_outside_the_test_set_is_refused(capsys, trained_runs):
+    assert analysis.main([str(trained_runs / "vae"), "--traverse", "0", "5000"]) == 2
     assert "--traverse index 5000 is outside the test set" in capsys.readouterr().err
 
 

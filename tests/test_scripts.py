@@ -13,24 +13,10 @@ import pytest
 import analysis
 import run_folder
 import training
-from conftest import REPO, write_npz
+from conftest import REPO, tiny_run_args
 
 RUN_FILES = {"config.json", "model.weights.h5", "history.csv", "loss_curve.png"}
 ANALYSIS_FILES = {"latent_scatter.png", "reconstructions.png", "manifold.png", "metrics.json"}
-
-
-def tiny_run_args(npz, out, *extra):
-    return ["--data", str(npz), "--train-limit", "256", "--epochs", "1", "--batch-size", "32",
-            "--precision", "float32", "--verbose", "0", "--out", str(out), *extra]
-
-
-@pytest.fixture(scope="module")
-def trained_runs(tmp_path_factory, tiny_npz):
-    """One tiny VAE and one tiny AE run folder, trained once for the module."""
-    root = tmp_path_factory.mktemp("runs")
-    for kind in ("vae", "ae"):
-        assert training.main(kind, tiny_run_args(tiny_npz, root / kind)) == 0
-    return root
 
 
 def folder_digest(folder):
