@@ -191,8 +191,9 @@ def anomaly_section(save, model, kind, train_images, normal_digits, test_images,
     save(plots.image_rows([test_images[most], test_images[least]],
                           ["most\nanomalous", "least\nanomalous"],
                           f"{kind.upper()} trained on {trained}: test images by reconstruction "
-                          f"error (column title: digit, error)",
-                          [f"{test_labels[i]}, {test_errors[i]:.3f}" for i in most]),
+                          f"error (title: digit, error)",
+                          cell_titles=[[f"{test_labels[i]}, {test_errors[i]:.3f}" for i in indices]
+                                       for indices in (most, least)]),
          "anomaly_extremes.png")
     return report
 

@@ -73,8 +73,12 @@ def latent_scatter(latents, labels, title, axis_names=("z[0]", "z[1]")):
     return figure
 
 
-def image_rows(rows, row_titles, title, column_titles=None):
-    """A grid of images: one row per entry of `rows`, each of shape (columns, 28, 28[, 1])."""
+def image_rows(rows, row_titles, title, column_titles=None, cell_titles=None):
+    """A grid of images: one row per entry of `rows`, each of shape (columns, 28, 28[, 1]).
+
+    `column_titles` label the top row's images; `cell_titles` (one list per row)
+    label every image instead.
+    """
     rows = [np.asarray(row).reshape(len(row), 28, 28) for row in rows]
     columns = len(rows[0])
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.45 * len(rows)),
@@ -87,7 +91,9 @@ def image_rows(rows, row_titles, title, column_titles=None):
             axis.set_yticks([])
             if column_index == 0:
                 axis.set_ylabel(row_title)
-            if row_index == 0 and column_titles is not None:
+            if cell_titles is not None:
+                axis.set_title(cell_titles[row_index][column_index], fontsize=9)
+            elif row_index == 0 and column_titles is not None:
                 axis.set_title(column_titles[column_index], fontsize=9)
     figure.suptitle(title)
     figure.tight_layout()
