@@ -94,7 +94,8 @@ def load_npz(path):
     if not path.is_file():
         raise DataError(f"data file {path} does not exist: check the path given to --data")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        # Our own file handle, so it is closed even when NumPy fails to read the archive.
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             missing = [key for key in NPZ_KEYS if key not in archive.files]
             if missing:
                 raise DataError(f"data file {path} lacks the arrays {', '.join(missing)}: it needs "

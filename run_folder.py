@@ -19,6 +19,7 @@ import json
 import os
 import pathlib
 import tempfile
+import warnings
 import zipfile
 
 import numpy as np
@@ -152,7 +153,14 @@ def load_model(run_dir):
         raise RunFolderError(f"{run_dir / CONFIG_FILE} cannot build a model ({error}): "
                              f"restore the file or train again") from None
     try:
-        model.load_weights(weights_path)
+        # Keras only warns when it skips part of the file and leaves those layers
+        # freshly initialized; for us that is a mismatch like any other.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            model.load_weights(weights_path)
+        skipped = [str(warning.message) for warning in caught if "Skipping" in str(warning.message)]
+        if skipped:
+            raise ValueError(skipped[0])
     except Exception as error:  # h5py and Keras raise many kinds on a bad file
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RunFolderError(f"{weights_path} does not fit the model in {CONFIG_FILE} "
@@ -195,7 +203,7 @@ def read_checkpoint(path):
         raise RunFolderError(f"there is no checkpoint {path} to resume: "
                              f"train without --resume, or give the --out of an earlier run")
     try:
-        with np.load(path, allow_pickle=False) as archive:
+        with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:
             state = json.loads(str(archive["state"]))
             groups = {prefix: [archive[name] for name in sorted(archive.files)
                                if name.startswith(prefix + "_")]

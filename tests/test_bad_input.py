@@ -4,6 +4,7 @@ no traceback, and leaves every file of an existing run folder as it was."""
 import json
 import os
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -95,6 +96,16 @@ def spoil_run_folder(how, run_dir, trained_runs):
         (run_dir / "model.weights.h5").unlink()
 
 
+def run_script(script, run_dir, npz, out, extra):
+    """Runs train_vae.py's or analysis.py's main in-process and returns its exit code."""
+    if script == "analysis":
+        return analysis.main([str(run_dir)])
+    try:
+        return training.main("vae", tiny_run_args(npz, out, *extra))
+    except SystemExit as exit_info:  # argparse's own one-line errors
+        return exit_info.code
+
+
 @pytest.mark.parametrize("case, script, setup, expected", CASES, ids=[case[0] for case in CASES])
 def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mnist_arrays,
                    trained_runs):
@@ -117,16 +128,13 @@ def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mn
         spoil_run_folder(detail, run_dir, trained_runs)
     before = folder_digest(run_dir)
 
-    if script == "train":
-        try:
-            code = training.main("vae", tiny_run_args(npz, out, *extra))
-        except SystemExit as exit_info:  # argparse's own one-line errors
-            code = exit_info.code
-    else:
-        code = analysis.main([str(run_dir)])
+    with warnings.catch_warnings(record=True) as recorded_warnings:  # a user would see them
+        warnings.simplefilter("always")
+        code = run_script(script, run_dir, npz, out, extra)
 
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
+    assert not recorded_warnings, [str(warning.message) for warning in recorded_warnings]
     assert code != 0
     assert len(lines) == 1, captured.err
     assert "error:" in lines[0] and expected in lines[0]
