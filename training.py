@@ -94,6 +94,9 @@ def build_parser(kind):
                         help="Keras dtype policy; auto picks mixed_bfloat16 on CPUs with bfloat16 "
                              "instructions (AVX512-BF16 or AMX), else float32. The loss is "
                              "always computed in float32")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split each batch over all of the backend's devices with "
+                             "keras.distribution.DataParallel (JAX backend only)")
     parser.add_argument("--out", default=f"runs/{kind}", help="the run folder to write")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint, with its saved "
@@ -269,6 +272,14 @@ def train(kind, args):
           + (f" images of digits {sorted(set(args.digits))}" if args.digits else " images"))
 
     keras.utils.set_random_seed(args.seed)
+    if args.data_parallel:
+        if keras.backend.backend() != "jax":
+            raise run_folder.RunFolderError(
+                f"--data-parallel needs the JAX backend, not {keras.backend.backend()}: "
+                f"run with KERAS_BACKEND=jax")
+        devices = keras.distribution.list_devices()
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
+        print(f"data parallel over {len(devices)} devices: {', '.join(devices)}")
     precision = resolve_precision(args.precision)
     keras.mixed_precision.set_global_policy(precision)
     reconstruction_weight = getattr(args, "reconstruction_weight", None)

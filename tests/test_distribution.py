@@ -1,0 +1,52 @@
+"""Data-parallel training through keras.distribution.DataParallel on 2 virtual CPU devices."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+import training
+from conftest import REPO, tiny_run_args
+from test_scripts import assert_one_line_error
+
+SCRIPT = """
+import json, sys
+sys.path.insert(0, {repo!r})
+import run_folder, training
+npz, out = sys.argv[1:]
+base = {base!r}
+histories = {{}}
+for name, extra in (("single", []), ("parallel", ["--data-parallel"])):
+    assert training.main("vae", base + ["--out", f"{{out}}/{{name}}"] + extra) == 0
+    histories[name] = run_folder.read_history_csv(f"{{out}}/{{name}}/history.csv")
+print("HISTORIES " + json.dumps(histories))
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
+                    reason="jax is not installed (pip install -r requirements-backends.txt)")
+def test_data_parallel_on_two_devices_matches_single_device(tiny_npz, tmp_path):
+    base = tiny_run_args(tiny_npz, "unused", "--epochs", "2")
+    base = base[:base.index("--out")]
+    script = tmp_path / "data_parallel.py"
+    script.write_text(SCRIPT.format(repo=str(REPO), base=base))
+    environment = {**os.environ, "KERAS_BACKEND": "jax",
+                   "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run([sys.executable, str(script), str(tiny_npz), str(tmp_path / "runs")],
+                            env=environment, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "data parallel over 2 devices" in result.stdout
+    histories = json.loads(result.stdout.split("HISTORIES ", 1)[1])
+    single, parallel = histories["single"], histories["parallel"]
+    for name in ("loss", "mse", "val_loss"):
+        assert parallel[name] == pytest.approx(single[name], rel=0.01), name
+
+
+def test_data_parallel_needs_jax(capsys, tiny_npz, tmp_path):
+    if training.keras.backend.backend() == "jax":
+        pytest.skip("this process runs JAX")
+    code = training.main("vae", tiny_run_args(tiny_npz, tmp_path / "run", "--data-parallel"))
+    assert_one_line_error(capsys, code, "--data-parallel needs the JAX backend")
