@@ -260,17 +260,11 @@ def analyse(args):
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    import data
     import plots
-    import run_folder
+    import training
 
     plots.set_headless(not args.show)
-    try:
-        analyse(args)
-    except (data.DataError, run_folder.RunFolderError) as error:
-        print(f"analysis.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return training.run_reporting_user_errors("analysis.py", analyse, args)
 
 
 if __name__ == "__main__":

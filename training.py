@@ -341,6 +341,19 @@ def train(kind, args):
     return out_dir
 
 
+USER_ERRORS = (data.DataError, run_folder.RunFolderError)
+
+
+def run_reporting_user_errors(prog, work, args):
+    """Runs `work(args)`; a user error becomes one line on stderr and exit status 2."""
+    try:
+        work(args)
+    except USER_ERRORS as error:
+        print(f"{prog}: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
 def main(kind, argv=None):
     """Entry point of train_{kind}.py: parse flags, train, and turn user errors into one line."""
     args = build_parser(kind).parse_args(argv)
@@ -349,7 +362,7 @@ def main(kind, argv=None):
     plots.set_headless()
     try:
         train(kind, args)
-    except (data.DataError, run_folder.RunFolderError) as error:
+    except USER_ERRORS as error:
         print(f"train_{kind}.py: error: {error}", file=sys.stderr)
         return 2
     except TrainingStopped as error:

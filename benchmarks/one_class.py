@@ -164,16 +164,10 @@ def run(args):
 
 
 def main(argv=None):
-    import data
-    import run_folder
+    import training
 
     args = build_parser().parse_args(argv)
-    try:
-        run(args)
-    except (data.DataError, run_folder.RunFolderError) as error:
-        print(f"one_class.py: error: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return training.run_reporting_user_errors("one_class.py", run, args)
 
 
 if __name__ == "__main__":
