@@ -116,13 +116,15 @@ class FigureWriter:
 
 
 def write_latent_figures(save, model, kind, test_images, test_labels, test_latents,
-                         traverse_endpoints, batch_size):
+                         traverse_endpoints, batch_size, trained_digits=None):
     """Latent scatter, reconstructions, traversal; manifold (2-D) and prior samples (VAE)."""
     import numpy as np
 
     import plots
 
     name = kind.upper()
+    if trained_digits:  # say so, or a scatter of mixed-up unseen digits looks like a bug
+        name += f" (trained on digits {' '.join(str(digit) for digit in trained_digits)} only)"
     points, axis_names, projection = two_dimensional(test_latents)
     save(plots.latent_scatter(points, test_labels,
                               f"{name}: latent {'means' if kind == 'vae' else 'codes'} of "
@@ -230,7 +232,7 @@ def analyse(args):
     metrics["silhouette"] = evaluation.silhouette(test_latents, dataset.y_test)
 
     write_latent_figures(save, model, kind, dataset.x_test, dataset.y_test, test_latents,
-                         endpoints, args.batch_size)
+                         endpoints, args.batch_size, settings.get("digits"))
     if model.latent_dim == 2:
         grid_x, grid_y = latent_grid(test_latents, EXPLORER_CELLS)
         explorer.write_explorer(run_dir / "explorer.html", test_latents, dataset.y_test,
