@@ -326,7 +326,12 @@ def _train_project(args, keras, clock_class):
     if len(timed) != 1:
         raise SystemExit(f"{PROG}: error: train_vae.py called fit {len(timed)} times, not once")
     clock, fit_seconds, validation_data = timed[0]
-    test_images = len(validation_data[0]) if validation_data else 0
+    if validation_data is None:
+        test_images = 0
+    elif hasattr(validation_data, "images"):  # training.ImageBatches
+        test_images = len(validation_data.images)
+    else:  # a tuple of arrays
+        test_images = len(validation_data[0])
     return clock, fit_seconds, test_images
 
 

@@ -138,3 +138,41 @@ def test_bad_flags_are_one_line_errors(capsys, flag, value):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and flag in lines[0]
+
+
+def load_levers():
+    spec = importlib.util.spec_from_file_location("levers", REPO / "benchmarks" / "levers.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_tiny_lever_benchmark_measures_each_setting(small_npz, capsys):
+    levers = load_levers()
+    code = levers.main(["--data", str(small_npz), "--train-limit", str(TINY_TRAIN),
+                        "--epochs", "2", "--repeats", "1", "--settings", "plain", "project",
+                        "keras-batch-norm"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    lines = captured.out.strip().splitlines()
+    summary = json.loads(lines[-1])
+    medians = summary["medians_images_per_second"]
+    assert set(medians) == {"plain", "project", "keras-batch-norm"}
+    assert all(math.isfinite(value) and value > 0 for value in medians.values())
+    assert summary["ratio_to_plain"]["plain"] == 1.0
+    assert summary["ratio_to_plain"]["project"] == pytest.approx(
+        medians["project"] / medians["plain"], rel=0.01)
+    rows = [line for line in lines if line.startswith("| 1 |")]
+    assert [row.split("|")[2].strip() for row in rows] == ["plain", "project", "keras-batch-norm"]
+    # plain trains in float32; the project in what --precision auto picks here
+    assert "| plain | " in rows[0] and "| float32 |" in rows[0]
+    assert f"| {training.resolve_precision('auto')} |" in rows[1]
+
+
+def test_lever_benchmark_refuses_an_unknown_setting(capsys):
+    levers = load_levers()
+    with pytest.raises(SystemExit) as exit_info:
+        levers.main(["--settings", "warp-drive"])
+    assert exit_info.value.code == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--settings" in lines[0]

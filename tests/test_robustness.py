@@ -26,6 +26,35 @@ def checkpoint_epoch(run_dir):
     return state["epoch"]
 
 
+def test_image_stream_reads_each_epoch_once_in_an_order_fixed_by_seed_and_epoch():
+    images = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    stream = training.ShuffledImageStream(images, batch_size=4, seed=5)
+    assert stream.num_batches is None and stream.batches_per_epoch == 3  # 4 + 4 + 2
+
+    def epoch(source, first_index):
+        batches = [source[index] for index in range(first_index, first_index + 3)]
+        assert all(np.array_equal(inputs, targets) for inputs, targets in batches)
+        return np.concatenate([inputs for inputs, _ in batches]).ravel()
+
+    first, second = epoch(stream, 0), epoch(stream, 3)
+    assert sorted(first) == sorted(second) == list(range(10))  # every image once per epoch
+    assert not np.array_equal(first, second)  # reshuffled
+    # A stream that starts at epoch 1 (a resumed run) reads what the full stream read
+    # second, and the same seed always gives the same order.
+    resumed = training.ShuffledImageStream(images, batch_size=4, seed=5, first_epoch=1)
+    np.testing.assert_array_equal(epoch(resumed, 0), second)
+    np.testing.assert_array_equal(epoch(training.ShuffledImageStream(images, 4, 5), 0), first)
+    assert not np.array_equal(epoch(training.ShuffledImageStream(images, 4, 6), 0), first)
+
+
+def test_test_set_batches_cover_the_images_in_order():
+    images = np.arange(7, dtype="float32").reshape(7, 1, 1, 1)
+    batches = training.ImageBatches(images, batch_size=3)
+    assert len(batches) == 3
+    read = np.concatenate([batches[index][0] for index in range(len(batches))])
+    np.testing.assert_array_equal(read, images)
+
+
 def test_two_plus_two_resumed_epochs_equal_four_straight(tiny_npz, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     assert training.main("vae", tiny_run_args(tiny_npz, straight, "--epochs", "4")) == 0
