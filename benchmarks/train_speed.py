@@ -120,6 +120,12 @@ def build_parser(data, training):
                         help="rounds; each round runs every variant once, in --variants order")
     parser.add_argument("--precision", choices=training.PRECISIONS, default="auto",
                         help="the project path's --precision; the reference is always float32")
+    parser.add_argument("--project-learning-rate", type=training.positive_float,
+                        default=LEARNING_RATE,
+                        help="the project path's --learning-rate (the reference keeps 5e-4)")
+    parser.add_argument("--project-lr-schedule", choices=("constant", "cosine"),
+                        default="constant",
+                        help="the project path's --lr-schedule (the reference keeps constant)")
     parser.add_argument("--variants", nargs="+", choices=VARIANTS, default=list(VARIANTS),
                         help="which variants to run")
     parser.add_argument("--seed", type=int, default=0,
@@ -140,6 +146,8 @@ def _worker_parser():
     parser.add_argument("--target-loss", type=float, required=True)
     parser.add_argument("--precision", required=True)
     parser.add_argument("--seed", type=int, required=True)
+    parser.add_argument("--project-learning-rate", type=float, required=True)
+    parser.add_argument("--project-lr-schedule", required=True)
     return parser
 
 
@@ -147,7 +155,9 @@ def _worker_argv(variant, args):
     argv = ["--worker", variant, "--data", str(args.data), "--train-limit", str(args.train_limit),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--target-loss", repr(args.target_loss), "--precision", args.precision,
-            "--seed", str(args.seed)]
+            "--seed", str(args.seed),
+            "--project-learning-rate", repr(args.project_learning_rate),
+            "--project-lr-schedule", args.project_lr_schedule]
     return argv
 
 
@@ -315,7 +325,8 @@ def _train_project(args, keras, clock_class):
             code = train_vae.main([
                 "--data", args.data, "--train-limit", str(args.train_limit),
                 "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                "--learning-rate", repr(LEARNING_RATE), "--latent-dim", str(LATENT_DIM),
+                "--learning-rate", repr(args.project_learning_rate),
+                "--lr-schedule", args.project_lr_schedule, "--latent-dim", str(LATENT_DIM),
                 "--reconstruction-weight", repr(RECONSTRUCTION_WEIGHT),
                 "--seed", str(args.seed), "--precision", args.precision,
                 "--out", str(pathlib.Path(out_dir) / "vae"), "--verbose", "0"])
@@ -524,6 +535,8 @@ def main(argv=None):
     settings = {
         "data": args.data, "train_images": args.train_limit, "test_images": len(dataset.x_test),
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": LEARNING_RATE,
+        "project_learning_rate": args.project_learning_rate,
+        "project_lr_schedule": args.project_lr_schedule,
         "reconstruction_weight": RECONSTRUCTION_WEIGHT, "target_loss": args.target_loss,
         "repeats": args.repeats,
         "precision": args.precision, "seed": args.seed, "cpu_count": os.cpu_count(),
