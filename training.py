@@ -1,6 +1,7 @@
 """What train_vae.py and train_ae.py share: their flags, the compile step and the run itself."""
 
 import argparse
+import itertools
 import math
 import pathlib
 import sys
@@ -259,6 +260,36 @@ class ShuffledImageStream(keras.utils.PyDataset):
         return batch, batch  # an autoencoder's target is its input
 
 
+def as_fit_data(stream):
+    """What to give `fit` for `stream`: the stream itself, or under TensorFlow a tf.data pipeline.
+
+    Under the TensorFlow backend Keras turns a `PyDataset` into a tf.data
+    pipeline with autotuning on. The autotuning thread wakes up ever less often
+    (its period doubles, up to 60 s), and destroying the pipeline waits for it:
+    at the end of a long run, or after Ctrl-C, the process sat idle for up to
+    a minute. The same pipeline with autotuning off has no such thread.
+    JAX and PyTorch read the stream directly.
+
+    Args:
+        stream: a `ShuffledImageStream`.
+
+    Returns:
+        An endless iterable of `(images, images)` batches for `fit`, with
+        `steps_per_epoch=stream.batches_per_epoch`.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return stream
+    import tensorflow as tf  # only under the TensorFlow backend
+
+    images_spec = tf.TensorSpec((None, *stream.images.shape[1:]), tf.float32)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: (stream[index] for index in itertools.count()),
+        output_signature=(images_spec, images_spec))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
+
+
 class ImageBatches(keras.utils.PyDataset):
     """`(images, images)` batches in order, for evaluating on a fixed set.
 
@@ -338,7 +369,7 @@ def train(kind, args):
     first_epoch = recorder.epochs_done
     stream = ShuffledImageStream(train_images, args.batch_size, args.seed, first_epoch)
     # shuffle=False: the stream shuffles itself; Keras would also reorder its batches.
-    model.fit(stream, steps_per_epoch=stream.batches_per_epoch, shuffle=False,
+    model.fit(as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch, shuffle=False,
               initial_epoch=first_epoch, epochs=args.epochs,
               validation_data=ImageBatches(dataset.x_test, max(args.batch_size, 256)),
               callbacks=[keras.callbacks.TerminateOnNaN(), recorder], verbose=args.verbose)

@@ -119,7 +119,8 @@ def run_setting(setting, args):
                   callbacks=[EpochClock()], verbose=0)
     else:
         stream = training.ShuffledImageStream(images, args.batch_size, args.seed)
-        model.fit(stream, steps_per_epoch=stream.batches_per_epoch, epochs=args.epochs,
+        model.fit(training.as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch,
+                  epochs=args.epochs,
                   shuffle=False, callbacks=[EpochClock()], verbose=0)
     timed = epoch_seconds[1:] or epoch_seconds
     return {"setting": setting, "backend": keras.backend.backend(), "precision": precision,

@@ -47,6 +47,23 @@ def test_image_stream_reads_each_epoch_once_in_an_order_fixed_by_seed_and_epoch(
     assert not np.array_equal(epoch(training.ShuffledImageStream(images, 4, 6), 0), first)
 
 
+def test_fit_data_is_the_stream_with_tf_data_autotuning_off():
+    import keras
+
+    images = np.arange(10, dtype="float32").reshape(10, 1, 1, 1)
+    stream = training.ShuffledImageStream(images, batch_size=4, seed=5)
+    fit_data = training.as_fit_data(stream)
+    if keras.backend.backend() != "tensorflow":
+        assert fit_data is stream
+        return
+    # Autotuning's thread made tearing the pipeline down wait up to a minute.
+    assert fit_data.options().autotune.enabled is False
+    read = [(inputs.numpy(), targets.numpy()) for inputs, targets in fit_data.take(7)]
+    for index, (inputs, targets) in enumerate(read):  # 7 batches: into the third epoch
+        np.testing.assert_array_equal(inputs, stream[index][0])
+        np.testing.assert_array_equal(targets, inputs)
+
+
 def test_test_set_batches_cover_the_images_in_order():
     images = np.arange(7, dtype="float32").reshape(7, 1, 1, 1)
     batches = training.ImageBatches(images, batch_size=3)
