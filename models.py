@@ -12,8 +12,8 @@ The defaults are the original scripts' architecture:
              -> Conv2DTranspose(1, 3x3) -> sigmoid -> (28, 28, 1)
 
 Everything is written with `keras.ops` and `keras.random`, so it runs under the
-TensorFlow, JAX and PyTorch backends. The one backend-specific line of code is
-the fast path of `BatchNormalization`: under TensorFlow it calls TensorFlow's
+TensorFlow, JAX and PyTorch backends. The one backend-specific code in this
+module is the fast path of `BatchNormalization`: under TensorFlow it calls TensorFlow's
 fused kernel, and elsewhere it is Keras' own layer.
 """
 
