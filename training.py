@@ -260,31 +260,33 @@ class ShuffledImageStream(keras.utils.PyDataset):
         return batch, batch  # an autoencoder's target is its input
 
 
-def as_fit_data(stream):
-    """What to give `fit` for `stream`: the stream itself, or under TensorFlow a tf.data pipeline.
+def as_fit_data(batches):
+    """What to give `fit` for a `PyDataset`: itself, or under TensorFlow a tf.data pipeline.
 
     Under the TensorFlow backend Keras turns a `PyDataset` into a tf.data
-    pipeline with autotuning on. The autotuning thread wakes up ever less often
-    (its period doubles, up to 60 s), and destroying the pipeline waits for it:
-    at the end of a long run, or after Ctrl-C, the process sat idle for up to
-    a minute. The same pipeline with autotuning off has no such thread.
-    JAX and PyTorch read the stream directly.
+    pipeline with autotuning on. Destroying that pipeline waits for the
+    autotuning thread, whose period doubles up to 60 s: each epoch's or
+    evaluation's iterator stalled for about 5 s, and the end of a long run, or
+    Ctrl-C, for up to a minute. The same pipeline with autotuning off has no
+    such thread. JAX and PyTorch read the `PyDataset` directly.
 
     Args:
-        stream: a `ShuffledImageStream`.
+        batches: a `ShuffledImageStream` (endless) or `ImageBatches` (finite).
 
     Returns:
-        An endless iterable of `(images, images)` batches for `fit`, with
-        `steps_per_epoch=stream.batches_per_epoch`.
+        An iterable of `(images, images)` batches for `fit`.
     """
     if keras.backend.backend() != "tensorflow":
-        return stream
+        return batches
     import tensorflow as tf  # only under the TensorFlow backend
 
-    images_spec = tf.TensorSpec((None, *stream.images.shape[1:]), tf.float32)
+    indices = itertools.count() if batches.num_batches is None else range(batches.num_batches)
+    images_spec = tf.TensorSpec((None, *batches.images.shape[1:]), tf.float32)
     dataset = tf.data.Dataset.from_generator(
-        lambda: (stream[index] for index in itertools.count()),
+        lambda: (batches[index] for index in indices),
         output_signature=(images_spec, images_spec))
+    if batches.num_batches is not None:  # so Keras knows when an evaluation ends
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches.num_batches))
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)
@@ -293,9 +295,8 @@ def as_fit_data(stream):
 class ImageBatches(keras.utils.PyDataset):
     """`(images, images)` batches in order, for evaluating on a fixed set.
 
-    Two worker threads read the batches. Keras then switches tf.data's
-    autotuning off for this dataset, which avoids the same multi-second stall
-    at the end of each evaluation that `ShuffledImageStream` avoids in training.
+    Give it to `fit` through `as_fit_data`, which avoids a multi-second stall
+    at the end of each evaluation under TensorFlow.
 
     Args:
         images: float32 array, shape (N, 28, 28, 1).
@@ -303,7 +304,7 @@ class ImageBatches(keras.utils.PyDataset):
     """
 
     def __init__(self, images, batch_size):
-        super().__init__(workers=2)
+        super().__init__()
         self.images = images
         self.batch_size = batch_size
 
@@ -371,7 +372,7 @@ def train(kind, args):
     # shuffle=False: the stream shuffles itself; Keras would also reorder its batches.
     model.fit(as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch, shuffle=False,
               initial_epoch=first_epoch, epochs=args.epochs,
-              validation_data=ImageBatches(dataset.x_test, max(args.batch_size, 256)),
+              validation_data=as_fit_data(ImageBatches(dataset.x_test, max(args.batch_size, 256))),
               callbacks=[keras.callbacks.TerminateOnNaN(), recorder], verbose=args.verbose)
     if recorder.epochs_done < args.epochs:  # TerminateOnNaN stopped training
         good = recorder.epochs_done

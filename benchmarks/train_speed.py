@@ -339,10 +339,10 @@ def _train_project(args, keras, clock_class):
     clock, fit_seconds, validation_data = timed[0]
     if validation_data is None:
         test_images = 0
-    elif hasattr(validation_data, "images"):  # training.ImageBatches
-        test_images = len(validation_data.images)
-    else:  # a tuple of arrays
+    elif isinstance(validation_data, tuple):  # arrays
         test_images = len(validation_data[0])
+    else:  # batches (training.as_fit_data): count them, after the timing
+        test_images = sum(len(images) for images, _ in validation_data)
     return clock, fit_seconds, test_images
 
 

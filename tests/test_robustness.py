@@ -70,6 +70,11 @@ def test_test_set_batches_cover_the_images_in_order():
     assert len(batches) == 3
     read = np.concatenate([batches[index][0] for index in range(len(batches))])
     np.testing.assert_array_equal(read, images)
+    # What fit gets: every test image once, in order, twice over (two evaluations).
+    fit_data = training.as_fit_data(batches)
+    for _ in range(2):
+        read = np.concatenate([np.asarray(inputs) for inputs, _ in fit_data])
+        np.testing.assert_array_equal(read, images)
 
 
 def test_two_plus_two_resumed_epochs_equal_four_straight(tiny_npz, tmp_path):
