@@ -135,8 +135,11 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(capsys, monkeypatch, 
 def test_ctrl_c_saves_says_how_to_resume_and_the_run_resumes(tiny_npz, tmp_path):
     run_dir = tmp_path / "run"
     command = [sys.executable, "train_ae.py", *tiny_run_args(tiny_npz, run_dir, "--epochs", "200")]
+    # A shell that starts the test suite in the background makes its children ignore
+    # SIGINT, and Python then installs no Ctrl-C handler: give the run the default one.
     process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+                               text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 120
     while not (run_dir / run_folder.CHECKPOINT_FILE).exists():
         assert process.poll() is None and time.monotonic() < deadline, "no checkpoint appeared"
