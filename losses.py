@@ -1,11 +1,12 @@
 """Pure loss functions for the autoencoders, written with `keras.ops`.
 
-Every function returns one value per image (shape `(batch,)`); Keras' `compile`
-averages over the batch. The maths is done in float32 even when the model runs
-in a mixed-precision policy, so bfloat16 rounding never reaches the loss.
+This is the one place where the formulas live: `models.VAE.compute_loss` calls
+`vae_loss`, `models.AE.compute_loss` calls `reconstruction_mse`, and the models
+average them over the batch. Every function returns one value per image (shape
+`(batch,)`). The maths is done in float32 even when the model runs in a
+mixed-precision policy, so bfloat16 rounding never reaches the loss.
 """
 
-import keras
 from keras import ops
 
 DEFAULT_RECONSTRUCTION_WEIGHT = 1000.0
@@ -16,7 +17,6 @@ def _per_image_axes(tensor):
     return tuple(range(1, len(tensor.shape)))
 
 
-@keras.saving.register_keras_serializable(package="vae_mnist")
 def reconstruction_mse(images, reconstructions):
     """Mean squared reconstruction error of each image.
 

@@ -1,4 +1,4 @@
-"""Model builders: the convolutional encoder and decoder, the VAE and the vanilla AE.
+"""The convolutional VAE and vanilla AE, as Keras models that compute their own loss.
 
 The defaults are the original scripts' architecture:
 
@@ -11,17 +11,30 @@ The defaults are the original scripts' architecture:
                                                                     strides  1,  2,  2
              -> Conv2DTranspose(1, 3x3) -> sigmoid -> (28, 28, 1)
 
-Everything is written with `keras.ops` and `keras.random`, so it runs under the
-TensorFlow, JAX and PyTorch backends. The one backend-specific code in this
-module is the fast path of `BatchNormalization`: under TensorFlow it calls TensorFlow's
-fused kernel, and elsewhere it is Keras' own layer.
+    loss     VAE: reconstruction_weight * MSE + KL   (losses.vae_loss, weight 1000)
+             AE:  MSE                                 (losses.reconstruction_mse)
+
+Each model computes its loss in `compute_loss`, so `compile` needs only an
+optimizer:
+
+    model = models.VAE()
+    model.compile(optimizer="adam")
+    model.fit(images, epochs=2)          # or model.fit(images, images)
+
+The module reads top-down: the layers the architecture needs, the encoder and
+decoder builders, then the two models. It is written with `keras.ops` and
+`keras.random`, so it runs under TensorFlow, JAX and PyTorch; the one
+backend-specific speed path, TensorFlow's fused batch norm, lives in
+`fused_batch_norm.py` and is chosen by the `batch_norm` option.
 """
 
 import math
 
 import keras
+import numpy as np
 from keras import layers, ops
 
+import fused_batch_norm
 import losses
 
 IMAGE_SHAPE = (28, 28, 1)
@@ -29,8 +42,11 @@ ENCODER_FILTERS = (32, 64, 64, 64)
 ENCODER_STRIDES = (1, 2, 2, 1)
 DECODER_FILTERS = (64, 64, 64)
 DECODER_STRIDES = (1, 2, 2)
+BATCH_NORMS = ("auto", "keras", "fused")
 PACKAGE = "vae_mnist"
 
+
+# --- The layers the architecture needs -------------------------------------------------------
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class Sampling(layers.Layer):
@@ -73,84 +89,26 @@ class Sampling(layers.Layer):
         return config
 
 
-@keras.saving.register_keras_serializable(package=PACKAGE)
-class BatchNormalization(layers.BatchNormalization):
-    """Keras' `BatchNormalization`, run as one fused kernel under TensorFlow.
-
-    Keras 3 builds batch normalization from separate ops (moments, subtract,
-    rsqrt, multiply, add). Under TensorFlow each of them, and each of their
-    gradients, is its own pass over the feature map; on a 2-core CPU the
-    layer after the 28 x 28 x 64 Conv2DTranspose then costs about as much as
-    the convolution. TensorFlow's `FusedBatchNormV3` kernel does the forward
-    pass in one kernel and the backward pass in another, and takes bfloat16
-    feature maps directly while keeping the statistics in float32.
-
-    The maths, variables, config and weights are those of
-    `keras.layers.BatchNormalization`: normalize with the batch's mean and
-    biased variance while training, with the moving averages otherwise, and
-    update `moving_mean` and `moving_variance` as
-    `moving = moving * momentum + batch_statistic * (1 - momentum)`.
-    Under JAX (whose XLA compiler fuses the ops itself) and PyTorch, and for
-    settings the fused kernel does not cover (an axis other than the last,
-    inputs that are not 4-D, masks, renorm, synchronized statistics, no
-    `center` or `scale`, an epsilon below 1.001e-5), it runs Keras' own code.
-
-    The class keeps Keras' name because Keras files weights under the
-    snake-cased class name (`batch_normalization`): weights saved with either
-    layer load into the other.
+def batch_norm_layer(batch_norm, name):
+    """A batch-normalization layer: Keras' own, or TensorFlow's fused kernel (same maths).
 
     Args:
-        **kwargs: the arguments of `keras.layers.BatchNormalization`, such as
-            `momentum`, `epsilon` and `name`.
+        batch_norm: "keras" for `keras.layers.BatchNormalization`; "fused" for
+            `fused_batch_norm.BatchNormalization` (TensorFlow only); "auto" for
+            the fused one where the backend has it, Keras' elsewhere.
+        name: the layer's name.
     """
-
-    def _fused_kernel_applies(self, inputs, mask):
-        return (keras.backend.backend() == "tensorflow" and mask is None
-                and len(inputs.shape) == 4 and self.axis in (-1, 3) and self.center
-                and self.scale and not self.renorm and not self.synchronized
-                and self.epsilon >= 1.001e-5)
-
-    def call(self, inputs, training=None, mask=None):
-        if not self._fused_kernel_applies(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
-        import tensorflow as tf  # only reached under the TensorFlow backend
-
-        features = inputs
-        if features.dtype not in (tf.float32, tf.bfloat16):
-            features = tf.cast(features, tf.float32)
-        gamma = tf.cast(self.gamma, tf.float32)
-        beta = tf.cast(self.beta, tf.float32)
-        if training and self.trainable:
-            # mean, variance: (channels,); the kernel returns the unbiased variance.
-            outputs, mean, unbiased_variance = tf.compat.v1.nn.fused_batch_norm(
-                features, gamma, beta, epsilon=self.epsilon, is_training=True)
-            values_per_channel = tf.cast(tf.size(features) // tf.shape(features)[-1], tf.float32)
-            variance = unbiased_variance * (values_per_channel - 1.0) / values_per_channel
-            self.moving_mean.assign(self.moving_mean * self.momentum
-                                    + mean * (1.0 - self.momentum))
-            self.moving_variance.assign(self.moving_variance * self.momentum
-                                        + variance * (1.0 - self.momentum))
-        else:
-            outputs, _, _ = tf.compat.v1.nn.fused_batch_norm(
-                features, gamma, beta, mean=tf.cast(self.moving_mean, tf.float32),
-                variance=tf.cast(self.moving_variance, tf.float32), epsilon=self.epsilon,
-                is_training=False)
-        return tf.cast(outputs, self.compute_dtype)
+    if batch_norm not in BATCH_NORMS:
+        raise ValueError(f"batch_norm must be one of {BATCH_NORMS}, got {batch_norm!r}")
+    if batch_norm == "keras" or (batch_norm == "auto" and not fused_batch_norm.AVAILABLE):
+        return layers.BatchNormalization(name=name)
+    return fused_batch_norm.BatchNormalization(name=name)
 
 
-def _check_architecture(image_shape, encoder_strides, decoder_strides):
-    """Raises ValueError unless the strides take 28 x 28 down and back up again."""
-    encoder_scale = math.prod(encoder_strides)
-    if image_shape[0] % encoder_scale or image_shape[1] % encoder_scale:
-        raise ValueError(f"encoder strides {tuple(encoder_strides)} do not divide the image size "
-                         f"{image_shape[:2]}")
-    if math.prod(decoder_strides) != encoder_scale:
-        raise ValueError(f"decoder strides {tuple(decoder_strides)} must upsample by the factor "
-                         f"the encoder strides {tuple(encoder_strides)} downsample ({encoder_scale})")
-
+# --- The encoder and decoder -----------------------------------------------------------------
 
 def build_encoder(latent_dim=2, filters=ENCODER_FILTERS, strides=ENCODER_STRIDES,
-                  variational=True, image_shape=IMAGE_SHAPE, seed=None):
+                  variational=True, image_shape=IMAGE_SHAPE, seed=None, batch_norm="auto"):
     """Builds the convolutional encoder as a functional `keras.Model`.
 
     Args:
@@ -161,6 +119,7 @@ def build_encoder(latent_dim=2, filters=ENCODER_FILTERS, strides=ENCODER_STRIDES
             False for the AE encoder (outputs the bottleneck `z`).
         image_shape: `(height, width, channels)` of the input.
         seed: seed of the `Sampling` layer (VAE only).
+        batch_norm: which batch-normalization layer to use (see `batch_norm_layer`).
 
     Returns:
         A `keras.Model` named "encoder".
@@ -171,8 +130,8 @@ def build_encoder(latent_dim=2, filters=ENCODER_FILTERS, strides=ENCODER_STRIDES
         features = layers.Conv2D(block_filters, 3, strides=block_strides, padding="same",
                                  name=f"conv_{block}")(features)
         features = layers.ReLU(name=f"relu_{block}")(features)
-        features = BatchNormalization(name=f"batch_norm_{block}")(features)
-    features = layers.Flatten(name="flatten")(features)
+        features = batch_norm_layer(batch_norm, f"batch_norm_{block}")(features)
+    features = layers.Flatten(name="flatten")(features)  # (batch, 7 * 7 * 64)
     if not variational:
         z = layers.Dense(latent_dim, name="z", dtype="float32")(features)
         return keras.Model(images, z, name="encoder")
@@ -184,7 +143,7 @@ def build_encoder(latent_dim=2, filters=ENCODER_FILTERS, strides=ENCODER_STRIDES
 
 
 def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES,
-                  image_shape=IMAGE_SHAPE, start_channels=ENCODER_FILTERS[-1]):
+                  image_shape=IMAGE_SHAPE, start_channels=ENCODER_FILTERS[-1], batch_norm="auto"):
     """Builds the convolutional decoder as a functional `keras.Model`.
 
     Args:
@@ -193,6 +152,7 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
         strides: stride of each Conv2DTranspose block (same length as `filters`).
         image_shape: `(height, width, channels)` of the output.
         start_channels: channels of the feature map the Dense layer is reshaped to.
+        batch_norm: which batch-normalization layer to use (see `batch_norm_layer`).
 
     Returns:
         A `keras.Model` named "decoder" mapping `(batch, latent_dim)` to
@@ -207,7 +167,7 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
         features = layers.Conv2DTranspose(block_filters, 3, strides=block_strides,
                                           padding="same", name=f"deconv_{block}")(features)
         features = layers.ReLU(name=f"relu_{block}")(features)
-        features = BatchNormalization(name=f"batch_norm_{block}")(features)
+        features = batch_norm_layer(batch_norm, f"batch_norm_{block}")(features)
     logits = layers.Conv2DTranspose(image_shape[-1], 3, strides=1, padding="same",
                                     name="deconv_out")(features)
     # float32 output: the loss compares it with the images at full precision.
@@ -215,14 +175,33 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
     return keras.Model(z, images, name="decoder")
 
 
+def _check_architecture(image_shape, encoder_strides, decoder_strides):
+    """Raises ValueError unless the strides take the image down and back up again."""
+    encoder_scale = math.prod(encoder_strides)
+    if image_shape[0] % encoder_scale or image_shape[1] % encoder_scale:
+        raise ValueError(f"encoder strides {tuple(encoder_strides)} do not divide the image size "
+                         f"{image_shape[:2]}")
+    if math.prod(decoder_strides) != encoder_scale:
+        raise ValueError(f"decoder strides {tuple(decoder_strides)} must upsample by the factor "
+                         f"the encoder strides {tuple(encoder_strides)} downsample ({encoder_scale})")
+
+
+# --- The two models --------------------------------------------------------------------------
+
 class _Autoencoder(keras.Model):
-    """Shared constructor and config of `VAE` and `AE`; `call` maps images to reconstructions."""
+    """What `VAE` and `AE` share: construction, config, and encode/decode/reconstruct.
+
+    `call` maps images to reconstructions, so `predict` returns them. Subclasses
+    define `compute_loss`; the target is `y` when `fit(x, y)` gives one, else
+    the input itself.
+    """
 
     variational = None  # set by subclasses
 
     def __init__(self, latent_dim=2, encoder_filters=ENCODER_FILTERS,
                  encoder_strides=ENCODER_STRIDES, decoder_filters=DECODER_FILTERS,
-                 decoder_strides=DECODER_STRIDES, image_shape=IMAGE_SHAPE, seed=None, **kwargs):
+                 decoder_strides=DECODER_STRIDES, image_shape=IMAGE_SHAPE, seed=None,
+                 batch_norm="auto", **kwargs):
         super().__init__(**kwargs)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
@@ -234,11 +213,14 @@ class _Autoencoder(keras.Model):
         self.decoder_strides = tuple(decoder_strides)
         self.image_shape = tuple(image_shape)
         self.seed = seed
+        self.batch_norm = batch_norm
         self.encoder = build_encoder(latent_dim, encoder_filters, encoder_strides,
                                      variational=self.variational, image_shape=image_shape,
-                                     seed=seed)
+                                     seed=seed, batch_norm=batch_norm)
         self.decoder = build_decoder(latent_dim, decoder_filters, decoder_strides,
-                                     image_shape=image_shape, start_channels=encoder_filters[-1])
+                                     image_shape=image_shape, start_channels=encoder_filters[-1],
+                                     batch_norm=batch_norm)
+        self.mse_tracker = keras.metrics.Mean(name="mse")
         # The encoder and decoder are functional models, so all weights exist now:
         # weights can be loaded straight after construction.
         self.built = True
@@ -253,7 +235,17 @@ class _Autoencoder(keras.Model):
             "decoder_strides": list(self.decoder_strides),
             "image_shape": list(self.image_shape),
             "seed": self.seed,
+            "batch_norm": self.batch_norm,
         }
+
+    def _mean_over_batch(self, per_image, sample_weight):
+        """The batch mean of a per-image loss, weighted as Keras weighs losses."""
+        if sample_weight is not None:
+            per_image = per_image * ops.cast(ops.reshape(sample_weight, (-1,)), per_image.dtype)
+        total = ops.mean(per_image)
+        if self.losses:  # regularization losses a user may have added to a layer
+            total = total + ops.sum(ops.stack(self.losses))
+        return total
 
     def encode(self, images, batch_size=256):
         """Latent codes of `images` in one batched predict: the means for the VAE.
@@ -268,24 +260,21 @@ class _Autoencoder(keras.Model):
 
     def decode(self, latents, batch_size=256):
         """Images the decoder draws at `latents` (shape `(N, latent_dim)`), in one predict."""
-        return self.decoder.predict(latents, batch_size=batch_size, verbose=0)
+        return self.decoder.predict(np.asarray(latents, dtype="float32"), batch_size=batch_size,
+                                    verbose=0)
 
     def reconstruct(self, images, batch_size=256):
         """Deterministic reconstructions: the decoded latent means (VAE) or codes (AE)."""
         return self.decode(self.encode(images, batch_size), batch_size)
 
 
-
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class VAE(_Autoencoder):
     """Convolutional variational autoencoder.
 
-    `call` encodes, samples `z` and decodes, so `predict` returns
-    reconstructions. It also adds the batch-mean KL divergence with `add_loss`,
-    so the total loss that `fit` and `evaluate` minimize and report is
-    `reconstruction_weight * MSE + KL` when compiled with
-    `loss=losses.reconstruction_mse, loss_weights=reconstruction_weight`
-    (see `training.compile_model`). The KL is also logged on its own as `kl`.
+    `call` encodes, samples `z` and decodes. `compute_loss` returns the batch
+    mean of `losses.vae_loss`, `reconstruction_weight * MSE + KL`, and logs
+    `mse` and `kl` beside Keras' `loss`.
 
     Args:
         latent_dim: size of the latent code.
@@ -293,32 +282,56 @@ class VAE(_Autoencoder):
         decoder_filters, decoder_strides: the Conv2DTranspose blocks.
         image_shape: `(height, width, channels)`.
         seed: seed of the sampling noise.
+        batch_norm: "auto", "keras" or "fused" (see `batch_norm_layer`).
+        reconstruction_weight: the factor on the MSE in the loss (1000 in the original).
     """
 
     variational = True
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, reconstruction_weight=losses.DEFAULT_RECONSTRUCTION_WEIGHT,
+                 **kwargs):
         super().__init__(*args, **kwargs)
+        self.reconstruction_weight = float(reconstruction_weight)
         self.kl_tracker = keras.metrics.Mean(name="kl")
+        # The latent statistics of the latest forward pass, for compute_loss.
+        self._latent_statistics = None
+
+    def get_config(self):
+        return {**super().get_config(), "reconstruction_weight": self.reconstruction_weight}
 
     def call(self, images, training=False):
-        z_mean, z_log_var, z = self.encoder(images, training=training)
-        self.add_loss(ops.mean(losses.kl_divergence(z_mean, z_log_var)))
+        z_mean, z_log_var, z = self.encoder(images, training=training)  # each (batch, latent_dim)
+        # Keras calls compute_loss right after this forward pass, in the same traced
+        # step, with only the reconstructions; the KL needs the statistics too.
+        self._latent_statistics = (z_mean, z_log_var)
         return self.decoder(z, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        # Keras adds the compiled (weighted) reconstruction loss and the KL from add_loss.
-        total_loss = super().compute_loss(x, y, y_pred, sample_weight, training)
-        # self.losses holds the KL that call() added; it is empty only while Keras
-        # builds the metrics symbolically before the first step.
-        if self.losses:
-            self.kl_tracker.update_state(ops.sum(ops.stack(self.losses)))
-        return total_loss
+        images = x if y is None else y
+        z_mean, z_log_var = self._latent_statistics
+        self._latent_statistics = None
+        per_image = losses.vae_loss(images, y_pred, z_mean, z_log_var,
+                                    self.reconstruction_weight)  # (batch,)
+        self.mse_tracker.update_state(losses.reconstruction_mse(images, y_pred))
+        self.kl_tracker.update_state(losses.kl_divergence(z_mean, z_log_var))
+        return self._mean_over_batch(per_image, sample_weight)
+
+    def sample(self, count, seed=None, batch_size=256):
+        """`count` images decoded from latent points drawn from the prior N(0, I).
+
+        Returns:
+            A NumPy array of shape `(count, *image_shape)`.
+        """
+        prior = np.random.default_rng(seed).standard_normal((count, self.latent_dim))
+        return self.decode(prior, batch_size)
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)
 class AE(_Autoencoder):
     """Convolutional vanilla autoencoder: the same encoder ending in a Dense bottleneck.
+
+    `compute_loss` returns the batch mean of `losses.reconstruction_mse`, logged
+    as `loss` and `mse`.
 
     Args:
         latent_dim: size of the bottleneck.
@@ -326,12 +339,19 @@ class AE(_Autoencoder):
         decoder_filters, decoder_strides: the Conv2DTranspose blocks.
         image_shape: `(height, width, channels)`.
         seed: unused (the AE draws no noise); kept so both models share a config.
+        batch_norm: "auto", "keras" or "fused" (see `batch_norm_layer`).
     """
 
     variational = False
 
     def call(self, images, training=False):
         return self.decoder(self.encoder(images, training=training), training=training)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        images = x if y is None else y
+        per_image = losses.reconstruction_mse(images, y_pred)  # (batch,)
+        self.mse_tracker.update_state(per_image)
+        return self._mean_over_batch(per_image, sample_weight)
 
 
 MODEL_CLASSES = {"vae": VAE, "ae": AE}

@@ -1,7 +1,8 @@
 """A run folder: everything one training run writes, and how to rebuild its model.
 
     runs/vae/
-        config.json          model kind and config, training settings, data used
+        config.json          model kind and config, the run's settings, data used
+        model.keras          the whole model: keras.saving.load_model after `import models`
         model.weights.h5     the trained weights (Keras 3 format)
         history.csv          one row per epoch: loss, mse, kl and their val_ twins
         checkpoint.npz       the last finished epoch, for --resume: weights, optimizer
@@ -15,6 +16,7 @@ file and never damages a file written before.
 
 import contextlib
 import csv
+import dataclasses
 import json
 import os
 import pathlib
@@ -24,7 +26,11 @@ import zipfile
 
 import numpy as np
 
+import models
+import settings as run_settings
+
 CONFIG_FILE = "config.json"
+MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoint.npz"
@@ -91,6 +97,24 @@ def save_weights(model, path):
         model.save_weights(temporary)
 
 
+def save_model(model, path):
+    with atomic_path(path) as temporary:
+        model.save(temporary)
+
+
+def write_run(run_dir, model, config):
+    """Writes a finished run: the model (as .keras and as weights), then its config.json.
+
+    The old config goes first and the new one last, so a folder with a
+    config.json always holds the model that matches it.
+    """
+    run_dir = pathlib.Path(run_dir)
+    (run_dir / CONFIG_FILE).unlink(missing_ok=True)
+    save_weights(model, run_dir / WEIGHTS_FILE)
+    save_model(model, run_dir / MODEL_FILE)
+    write_json(run_dir / CONFIG_FILE, config)
+
+
 def prepare_output_folder(path):
     """Creates the output folder, or raises RunFolderError if it can't be written."""
     path = pathlib.Path(path)
@@ -120,14 +144,37 @@ def read_config(run_dir):
     try:
         config = json.loads(config_path.read_text(encoding="utf-8"))
         config["model"], config["model_config"]
-    except (ValueError, KeyError, TypeError) as error:
+        if "settings" not in config:
+            config = _upgrade_config(config)
+        config["settings"] = run_settings.TrainingSettings.from_dict(
+            config["settings"], config["model"], config_path)
+    except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise RunFolderError(f"{config_path} is not a valid run config ({error!r}): "
                              f"train again, or restore the file") from None
     return config
 
 
+def _upgrade_config(config):
+    """A config.json written before the settings dataclass, in today's layout.
+
+    Those kept the settings and the run's facts together under "training", and
+    the VAE's reconstruction weight only there.
+    """
+    training = config.get("training", {})
+    names = {field.name for field in dataclasses.fields(run_settings.TrainingSettings)}
+    config = dict(config, settings={name: value for name, value in training.items()
+                                    if name in names and value is not None})
+    if config["model"] == "vae" and "reconstruction_weight" not in config["model_config"]:
+        config["model_config"] = dict(config["model_config"], reconstruction_weight=training.get(
+            "reconstruction_weight") or 1000.0)
+    return config
+
+
 def load_model(run_dir):
     """Rebuilds the model of a run folder from its config and loads its weights.
+
+    This works for every run folder, also those written before runs saved
+    `model.keras`; `config["settings"]` is a `settings.TrainingSettings`.
 
     Returns:
         `(model, config)`.
@@ -136,8 +183,6 @@ def load_model(run_dir):
         RunFolderError: if the config or the weights are missing, broken, or
             don't match each other.
     """
-    import models  # Keras is imported only when a model is needed
-
     run_dir = pathlib.Path(run_dir)
     config = read_config(run_dir)
     if config["model"] not in models.MODEL_CLASSES:

@@ -8,14 +8,17 @@
 import os
 import sys
 
+import settings
+
 # Keep TensorFlow's start-up chatter out of the user's terminal; set before Keras loads.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
 def main(argv=None):
-    import training
+    run_settings, given = settings.parse_training_flags("ae", argv)
+    import training  # Keras loads here, after the flags: --help and flag errors answer at once
 
-    return training.main("ae", argv)
+    return training.run(run_settings, given)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,13 @@
-"""What train_vae.py and train_ae.py share: their flags, the compile step and the run itself."""
+"""The training run that train_vae.py and train_ae.py share: data in, a run folder out.
 
-import argparse
+    settings (settings.TrainingSettings) -> train(settings) -> runs/<model>/
+
+A run compiles the model with Adam (the model computes its own loss), trains it
+on an endless shuffled stream so that a resumed run sees exactly the batches an
+uninterrupted one would, checkpoints every finished epoch, and writes the run
+folder that `run_folder` describes.
+"""
+
 import itertools
 import math
 import pathlib
@@ -11,100 +18,13 @@ import keras
 import numpy as np
 
 import data
-import losses
 import models
 import plots
 import run_folder
+import settings as run_settings
 
-EPOCHS_DEFAULT = {"vae": 15, "ae": 10}
-ORIGINAL_EPOCHS = {"vae": 100, "ae": 40}
-PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
-MODEL_NAMES = {"vae": "variational autoencoder (VAE)", "ae": "vanilla autoencoder (AE)"}
-
-
-class OneLineParser(argparse.ArgumentParser):
-    """An ArgumentParser whose errors are one line ("prog: error: ...") and exit code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
-
-
-def _finite_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
-    return value
-
-
-def positive_float(text):
-    value = _finite_float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
-    return value
-
-
-def non_negative_float(text):
-    value = _finite_float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
-    return value
-
-
-def build_parser(kind):
-    """The command-line flags of train_{kind}.py; every default reproduces the README's run."""
-    parser = OneLineParser(
-        prog=f"train_{kind}.py",
-        description=f"Train the convolutional {MODEL_NAMES[kind]} on MNIST and save the run "
-                    f"(weights, config.json, history.csv, loss_curve.png) into --out.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=None,
-                        help="an .npz in Keras' MNIST layout (x_train, y_train, x_test, y_test); "
-                             "by default Keras' MNIST, or the bundled 20k subset when offline")
-    parser.add_argument("--train-limit", type=positive_int, default=10000,
-                        help="train on the first N training images (the original used 10,000)")
-    parser.add_argument("--digits", type=int, nargs="+", default=None,
-                        help="train only on these digits, e.g. --digits 0 1 (default: all ten)")
-    parser.add_argument("--epochs", type=positive_int, default=EPOCHS_DEFAULT[kind],
-                        help=f"training epochs (the original ran {ORIGINAL_EPOCHS[kind]})")
-    parser.add_argument("--batch-size", type=positive_int, default=32, help="images per step")
-    parser.add_argument("--learning-rate", type=positive_float, default=5e-4,
-                        help="Adam's learning rate")
-    parser.add_argument("--lr-schedule", choices=("constant", "cosine"), default="constant",
-                        help="constant: the learning rate throughout, as the original; cosine: "
-                             "decay it from --learning-rate to 0 over --epochs (cosine curve)")
-    parser.add_argument("--latent-dim", type=positive_int, default=2, help="size of the latent code")
-    if kind == "vae":
-        parser.add_argument("--reconstruction-weight", type=non_negative_float, default=1000.0,
-                            help="loss = weight * MSE + KL")
-    parser.add_argument("--seed", type=int, default=0,
-                        help="seed of weights, shuffling and sampling (keras.utils.set_random_seed)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="auto",
-                        help="Keras dtype policy; auto picks mixed_bfloat16 on CPUs with bfloat16 "
-                             "instructions (AVX512-BF16 or AMX), else float32. The loss is "
-                             "always computed in float32")
-    parser.add_argument("--data-parallel", action="store_true",
-                        help="split each batch over all of the backend's devices with "
-                             "keras.distribution.DataParallel (JAX backend only)")
-    parser.add_argument("--out", default=f"runs/{kind}", help="the run folder to write")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its last checkpoint, with its saved "
-                             "settings, up to --epochs")
-    parser.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
-                        help="Keras' fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch")
-    return parser
+if keras.backend.backend() == "tensorflow":
+    import tensorflow as tf  # for the autotuning-free input pipeline (see as_fit_data)
 
 
 def cpu_has_bfloat16():
@@ -128,28 +48,17 @@ def resolve_precision(precision):
     return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
 
 
-def learning_rate_schedule(args, train_images):
-    """The learning rate, or a Keras schedule of it, that `--lr-schedule` asks for."""
-    if getattr(args, "lr_schedule", "constant") == "constant":
-        return args.learning_rate
-    steps = args.epochs * math.ceil(train_images / args.batch_size)
-    return keras.optimizers.schedules.CosineDecay(args.learning_rate, decay_steps=steps)
+def learning_rate_schedule(settings, train_images):
+    """The learning rate, or a Keras schedule of it, that `settings.lr_schedule` asks for."""
+    if settings.lr_schedule == "constant":
+        return settings.learning_rate
+    steps = settings.epochs * math.ceil(train_images / settings.batch_size)
+    return keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=steps)
 
 
-def compile_model(model, learning_rate=5e-4, reconstruction_weight=1000.0):
-    """Compiles a VAE or AE with Adam and the losses of `losses.py`.
-
-    The compiled loss is the per-image reconstruction MSE. For the VAE it is
-    weighted by `reconstruction_weight`, and the KL divergence that
-    `VAE.call` adds joins it, so the total is `weight * MSE + KL`. The MSE is
-    also logged on its own as `mse`.
-    """
-    variational = isinstance(model, models.VAE)
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate),
-        loss=losses.reconstruction_mse,
-        loss_weights=float(reconstruction_weight) if variational else None,
-        metrics=[keras.metrics.MeanMetricWrapper(losses.reconstruction_mse, name="mse")])
+def compile_model(model, learning_rate=5e-4):
+    """Compiles a VAE or AE with Adam; the model computes its own loss (see models.py)."""
+    model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     return model
 
 
@@ -278,8 +187,6 @@ def as_fit_data(batches):
     """
     if keras.backend.backend() != "tensorflow":
         return batches
-    import tensorflow as tf  # only under the TensorFlow backend
-
     indices = itertools.count() if batches.num_batches is None else range(batches.num_batches)
     images_spec = tf.TensorSpec((None, *batches.images.shape[1:]), tf.float32)
     dataset = tf.data.Dataset.from_generator(
@@ -316,36 +223,47 @@ class ImageBatches(keras.utils.PyDataset):
         return batch, batch
 
 
-SETTINGS = ("data", "train_limit", "digits", "batch_size", "learning_rate", "lr_schedule",
-            "latent_dim",
-            "reconstruction_weight", "seed", "precision")
+def build_model(settings):
+    """The model that `settings` describe, on 28 x 28 grayscale images."""
+    config = {"latent_dim": settings.latent_dim, "seed": settings.seed,
+              "batch_norm": settings.batch_norm}
+    if settings.model == "vae":
+        config["reconstruction_weight"] = settings.reconstruction_weight
+    return models.build_model(settings.model, **config)
 
 
-def train(kind, args):
-    """Trains one model as `args` say and writes its run folder. Returns the folder."""
-    out_dir = run_folder.prepare_output_folder(args.out)
+def train(settings, given=frozenset(), callbacks=()):
+    """Trains one model as `settings` say and writes its run folder. Returns the folder.
+
+    Args:
+        settings: a `settings.TrainingSettings`.
+        given: names of the flags given on the command line; with
+            `settings.resume`, these may change the run's saved learning rate
+            and epochs, and no other setting.
+        callbacks: more Keras callbacks for `fit`, after the run's own (a
+            benchmark's clock, say).
+    """
+    out_dir = run_folder.prepare_output_folder(settings.out)
     history, checkpoint = {}, None
-    if args.resume:
+    if settings.resume:
         state, *checkpoint = run_folder.read_checkpoint(out_dir / run_folder.CHECKPOINT_FILE)
         history = state["history"]
-        for name, value in state["settings"].items():
-            # The run's saved settings win, except a learning rate given on this command
-            # line (after a NaN, say).
-            if not (name == "learning_rate" and args.learning_rate_given):
-                setattr(args, name, value)
-        if args.epochs <= state["epoch"]:
+        saved = run_settings.TrainingSettings.from_dict(
+            state["settings"], settings.model, out_dir / run_folder.CHECKPOINT_FILE)
+        settings = run_settings.resumed_settings(saved, settings, given)
+        if settings.epochs <= state["epoch"]:
             raise run_folder.RunFolderError(
                 f"{out_dir} has already trained {state['epoch']} epochs: "
                 f"give --epochs above {state['epoch']} to train on")
         print(f"resuming {out_dir} after epoch {state['epoch']}, with the run's saved settings")
-    dataset = data.load_dataset(args.data)
+    dataset = data.load_dataset(settings.data)
     train_images, train_labels = data.select_training_images(
-        dataset.x_train, dataset.y_train, args.train_limit, args.digits)
+        dataset.x_train, dataset.y_train, settings.train_limit, settings.digits)
     print(dataset.describe() + f"; training on {len(train_images):,}"
-          + (f" images of digits {sorted(set(args.digits))}" if args.digits else " images"))
+          + (f" images of digits {sorted(set(settings.digits))}" if settings.digits else " images"))
 
-    keras.utils.set_random_seed(args.seed)
-    if args.data_parallel:
+    keras.utils.set_random_seed(settings.seed)
+    if settings.data_parallel:
         if keras.backend.backend() != "jax":
             raise run_folder.RunFolderError(
                 f"--data-parallel needs the JAX backend, not {keras.backend.backend()}: "
@@ -353,102 +271,98 @@ def train(kind, args):
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         print(f"data parallel over {len(devices)} devices: {', '.join(devices)}")
-    precision = resolve_precision(args.precision)
+    if settings.batch_norm == "fused" and keras.backend.backend() != "tensorflow":
+        raise run_settings.SettingsError(
+            f"--batch-norm fused needs the TensorFlow backend, not {keras.backend.backend()}: "
+            f"use --batch-norm auto")
+    precision = resolve_precision(settings.precision)
     keras.mixed_precision.set_global_policy(precision)
-    reconstruction_weight = getattr(args, "reconstruction_weight", None)
-    model = models.build_model(kind, latent_dim=args.latent_dim, seed=args.seed)
-    compile_model(model, learning_rate_schedule(args, len(train_images)),
-                  reconstruction_weight or 0.0)
+    model = compile_model(build_model(settings),
+                          learning_rate_schedule(settings, len(train_images)))
     if checkpoint:
         restore_checkpoint(model, *checkpoint)
-    settings = {name: getattr(args, name) for name in SETTINGS if hasattr(args, name)}
-    recorder = RunRecorder(out_dir, history, settings)
-    print(f"{kind.upper()}: {args.epochs} epochs, batch {args.batch_size}, "
-          f"learning rate {args.learning_rate:g} ({args.lr_schedule}), latent {args.latent_dim}, {precision}, "
-          f"backend {keras.backend.backend()}")
+    recorder = RunRecorder(out_dir, history, settings.to_dict())
+    print(f"{settings.model.upper()}: {settings.epochs} epochs, batch {settings.batch_size}, "
+          f"learning rate {settings.learning_rate:g} ({settings.lr_schedule}), "
+          f"latent {settings.latent_dim}, {precision}, backend {keras.backend.backend()}")
     started = time.perf_counter()
     first_epoch = recorder.epochs_done
-    stream = ShuffledImageStream(train_images, args.batch_size, args.seed, first_epoch)
+    stream = ShuffledImageStream(train_images, settings.batch_size, settings.seed, first_epoch)
+    test_batches = ImageBatches(dataset.x_test, max(settings.batch_size, 256))
     # shuffle=False: the stream shuffles itself; Keras would also reorder its batches.
     model.fit(as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch, shuffle=False,
-              initial_epoch=first_epoch, epochs=args.epochs,
-              validation_data=as_fit_data(ImageBatches(dataset.x_test, max(args.batch_size, 256))),
-              callbacks=[keras.callbacks.TerminateOnNaN(), recorder], verbose=args.verbose)
-    if recorder.epochs_done < args.epochs:  # TerminateOnNaN stopped training
+              initial_epoch=first_epoch, epochs=settings.epochs,
+              validation_data=as_fit_data(test_batches),
+              callbacks=[keras.callbacks.TerminateOnNaN(), recorder, *callbacks],
+              verbose=settings.verbose)
+    if recorder.epochs_done < settings.epochs:  # TerminateOnNaN stopped training
         good = recorder.epochs_done
         raise TrainingStopped(
             f"the loss became NaN or infinite in epoch {good + 1}; the likely cause is a "
-            f"learning rate too high (--learning-rate {args.learning_rate:g}). "
+            f"learning rate too high (--learning-rate {settings.learning_rate:g}). "
             + (f"The checkpoint of epoch {good} is kept: lower the rate and continue with --resume"
                if good else "Nothing was saved: lower the rate and train again"))
     wall_seconds = round(time.perf_counter() - started, 1)
 
     config = {
-        "model": kind,
+        "model": settings.model,
         "model_config": model.get_config(),
-        "training": {
-            "epochs": args.epochs, "batch_size": args.batch_size,
-            "learning_rate": args.learning_rate, "lr_schedule": args.lr_schedule,
-            "reconstruction_weight": reconstruction_weight,
-            "seed": args.seed, "train_limit": args.train_limit,
-            "digits": sorted(set(args.digits)) if args.digits else None,
-            "train_images": len(train_images), "precision": precision,
-            "wall_seconds": wall_seconds, "resumed": bool(args.resume),
-        },
-        "data": {"path": str(pathlib.Path(args.data).resolve()) if args.data else None,
+        "settings": settings.to_dict(),
+        "training": {"train_images": len(train_images), "precision": precision,
+                     "wall_seconds": wall_seconds, "resumed": settings.resume},
+        "data": {"path": str(pathlib.Path(settings.data).resolve()) if settings.data else None,
                  "source": dataset.source},
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
     }
-    # An old config goes first, then the weights, then the new config: a folder with a
-    # config.json always has the weights that match it.
-    (out_dir / run_folder.CONFIG_FILE).unlink(missing_ok=True)
-    run_folder.save_weights(model, out_dir / run_folder.WEIGHTS_FILE)
-    run_folder.write_json(out_dir / run_folder.CONFIG_FILE, config)
-    plots.save(plots.loss_curve(recorder.history, f"{kind.upper()} training on "
+    run_folder.write_run(out_dir, model, config)
+    plots.save(plots.loss_curve(recorder.history, f"{settings.model.upper()} training on "
                                 f"{len(train_images):,} images"), out_dir / "loss_curve.png")
     final = {name: values[-1] for name, values in recorder.history.items()}
-    print(f"saved {out_dir}: {args.epochs} epochs, {wall_seconds} s"
-          + (" this session" if args.resume else "") + "; "
+    print(f"saved {out_dir}: {settings.epochs} epochs, {wall_seconds} s"
+          + (" this session" if settings.resume else "") + "; "
           + ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items())))
     return out_dir
 
 
-USER_ERRORS = (data.DataError, run_folder.RunFolderError)
+USER_ERRORS = (data.DataError, run_folder.RunFolderError, run_settings.SettingsError)
 
 
-def run_reporting_user_errors(prog, work, args):
-    """Runs `work(args)`; a user error becomes one line on stderr and exit status 2."""
+def run_reporting_user_errors(prog, work, *args):
+    """Runs `work(*args)`; a user error becomes one line on stderr and exit status 2."""
     try:
-        work(args)
+        work(*args)
     except USER_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     return 0
 
 
-def main(kind, argv=None):
-    """Entry point of train_{kind}.py: parse flags, train, and turn user errors into one line."""
-    args = build_parser(kind).parse_args(argv)
-    given = sys.argv[1:] if argv is None else argv
-    args.learning_rate_given = any(flag.split("=")[0] == "--learning-rate" for flag in given)
+def main(model, argv=None):
+    """Entry point of train_{model}.py: parse flags, train, and turn user errors into one line."""
+    settings, given = run_settings.parse_training_flags(model, argv)
+    return run(settings, given)
+
+
+def run(settings, given=frozenset()):
+    """Trains as `settings` say; returns the exit status, with user errors as one line."""
+    prog = f"train_{settings.model}.py"
     plots.set_headless()
     try:
-        train(kind, args)
+        train(settings, given)
     except USER_ERRORS as error:
-        print(f"train_{kind}.py: error: {error}", file=sys.stderr)
+        print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except TrainingStopped as error:
-        print(f"train_{kind}.py: stopped: {error}", file=sys.stderr)
+        print(f"{prog}: stopped: {error}", file=sys.stderr)
         return 3
     except KeyboardInterrupt:
-        checkpoint = pathlib.Path(args.out) / run_folder.CHECKPOINT_FILE
+        checkpoint = pathlib.Path(settings.out) / run_folder.CHECKPOINT_FILE
         if checkpoint.is_file():
-            print(f"train_{kind}.py: interrupted; the last finished epoch is saved in {checkpoint}: "
-                  f"continue with python train_{kind}.py --out {args.out} --epochs {args.epochs} "
-                  f"--resume", file=sys.stderr)
+            print(f"{prog}: interrupted; the last finished epoch is saved in {checkpoint}: "
+                  f"continue with python {prog} --out {settings.out} --resume", file=sys.stderr)
         else:
-            print(f"train_{kind}.py: interrupted before the first epoch finished; "
+            print(f"{prog}: interrupted before the first epoch finished; "
                   f"nothing was saved: train again", file=sys.stderr)
         return 130
     return 0

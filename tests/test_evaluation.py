@@ -64,7 +64,7 @@ def test_digits_run_records_digits_and_analysis_scores_anomalies(tiny_npz, tmp_p
     run_dir = tmp_path / "ae01"
     assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--digits", "1", "0", "1")) == 0
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["training"]["digits"] == [0, 1]
+    assert config["settings"]["digits"] == [0, 1]
     with np.load(tiny_npz) as archive:
         expected = int(np.isin(archive["y_train"], [0, 1]).sum())
     assert config["training"]["train_images"] == expected

@@ -1,9 +1,12 @@
 """Model builders: shapes, the Sampling layer, config round trips and save/reload."""
 
+import pathlib
+
 import keras
 import numpy as np
 import pytest
 
+import fused_batch_norm
 import models
 import run_folder
 import training
@@ -38,71 +41,6 @@ def test_sampling_config_round_trips():
     zeros = np.zeros((3, 2), dtype="float32")
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer([zeros, zeros])),
                                   keras.ops.convert_to_numpy(rebuilt([zeros, zeros])))
-
-
-def _conv_then_batch_norm(batch_norm_class, **batch_norm_kwargs):
-    """A tiny Conv2D -> batch norm -> mean model, with fixed initial weights."""
-    images = keras.Input((6, 6, 2))
-    features = keras.layers.Conv2D(3, 3, padding="same",
-                                   kernel_initializer=keras.initializers.GlorotUniform(seed=1),
-                                   bias_initializer=keras.initializers.RandomNormal(seed=2))(images)
-    features = batch_norm_class(name="norm", **batch_norm_kwargs)(features)
-    model = keras.Model(images, keras.layers.GlobalAveragePooling2D()(features))
-    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
-    return model
-
-
-@pytest.mark.parametrize("batch_norm_kwargs", [{}, {"momentum": 0.5, "epsilon": 1e-2}])
-def test_batch_normalization_trains_like_keras_own(batch_norm_kwargs):
-    # Same start, same batches: outputs, gradients (through the weights after SGD
-    # steps) and moving statistics must match keras.layers.BatchNormalization.
-    rng = np.random.default_rng(0)
-    images = rng.normal(2.0, 3.0, (5, 8, 6, 6, 2)).astype("float32")  # 5 batches of 8
-    targets = rng.normal(size=(5, 8, 3)).astype("float32")
-    ours = _conv_then_batch_norm(models.BatchNormalization, **batch_norm_kwargs)
-    keras_own = _conv_then_batch_norm(keras.layers.BatchNormalization, **batch_norm_kwargs)
-    keras_own.set_weights(ours.get_weights())
-    for batch_images, batch_targets in zip(images, targets):
-        losses = [model.train_on_batch(batch_images, batch_targets) for model in (ours, keras_own)]
-        np.testing.assert_allclose(losses[0], losses[1], rtol=1e-4)
-    for our_weight, keras_weight in zip(ours.get_weights(), keras_own.get_weights()):
-        np.testing.assert_allclose(our_weight, keras_weight, rtol=1e-4, atol=1e-5)
-    moving_variance = ours.get_layer("norm").moving_variance
-    assert not np.allclose(keras.ops.convert_to_numpy(moving_variance), 1.0)  # it did update
-    for training in (True, False):
-        np.testing.assert_allclose(
-            keras.ops.convert_to_numpy(ours(images[0], training=training)),
-            keras.ops.convert_to_numpy(keras_own(images[0], training=training)),
-            rtol=1e-4, atol=1e-5)
-
-
-def test_batch_normalization_in_bfloat16_matches_float32():
-    features = np.random.default_rng(1).normal(1.0, 2.0, (4, 5, 5, 3)).astype("float32")
-    full = models.BatchNormalization()
-    half = models.BatchNormalization(dtype="mixed_bfloat16")
-    for training in (True, False):
-        expected = keras.ops.convert_to_numpy(full(features, training=training))
-        result = half(keras.ops.cast(features, "bfloat16"), training=training)
-        assert keras.backend.standardize_dtype(result.dtype) == "bfloat16"
-        np.testing.assert_allclose(keras.ops.convert_to_numpy(keras.ops.cast(result, "float32")),
-                                   expected, atol=0.05)
-    np.testing.assert_allclose(keras.ops.convert_to_numpy(half.moving_mean),
-                               keras.ops.convert_to_numpy(full.moving_mean), rtol=1e-2)
-
-
-def test_batch_normalization_config_round_trips_and_shares_keras_weights(tmp_path):
-    layer = models.BatchNormalization(momentum=0.9, epsilon=1e-2, name="norm")
-    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
-    assert isinstance(restored, models.BatchNormalization)
-    assert restored.get_config() == layer.get_config()
-    # Weights are filed under Keras' own layer name, so either class loads the other's.
-    ours = _conv_then_batch_norm(models.BatchNormalization)
-    ours.get_layer("norm").moving_mean.assign([0.5, -1.0, 2.0])
-    ours.save_weights(tmp_path / "ours.weights.h5")
-    keras_own = _conv_then_batch_norm(keras.layers.BatchNormalization)
-    keras_own.load_weights(tmp_path / "ours.weights.h5")
-    for our_weight, keras_weight in zip(ours.get_weights(), keras_own.get_weights()):
-        np.testing.assert_array_equal(our_weight, keras_weight)
 
 
 @pytest.mark.parametrize("latent_dim", [2, 5])
@@ -150,7 +88,7 @@ def test_model_config_round_trips(kind):
 def test_saved_weights_reload_to_identical_outputs(kind, tmp_path):
     model = models.build_model(kind, seed=1)
     images = np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32")
-    training.compile_model(model, 5e-4, 1000.0)
+    training.compile_model(model, 5e-4)
     model.fit(images, images, batch_size=8, epochs=1, verbose=0)  # move BN statistics too
     run_folder.save_weights(model, tmp_path / "model.weights.h5")
     reloaded = models.build_model(kind, **model.get_config())
@@ -171,7 +109,7 @@ def test_keras_file_reloads_to_identical_outputs(kind, tmp_path):
 
 
 def test_vae_logs_total_reconstruction_and_kl_separately():
-    model = training.compile_model(models.VAE(seed=0), 5e-4, 1000.0)
+    model = training.compile_model(models.VAE(seed=0), 5e-4)
     images = np.random.default_rng(0).random((32, 28, 28, 1)).astype("float32")
     history = model.fit(images, images, batch_size=16, epochs=1, verbose=0,
                         validation_data=(images, images)).history
@@ -189,3 +127,111 @@ def test_ae_loss_is_the_mse():
     results = model.evaluate(images, images, batch_size=32, return_dict=True, verbose=0)
     assert "kl" not in results
     np.testing.assert_allclose(results["loss"], results["mse"], rtol=1e-5)
+
+
+LEGACY_RUNS = pathlib.Path(__file__).resolve().parent / "data" / "legacy_runs"
+
+
+def _real_digits(mnist_arrays, count, split="train"):
+    return (mnist_arrays[f"x_{split}"][:count].astype("float32") / 255.0)[..., None]
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+@pytest.mark.parametrize("with_targets", [False, True])
+def test_the_notebook_habit_trains_the_whole_loss(kind, with_targets, mnist_arrays):
+    # What the keras.io VAE example teaches: compile with an optimizer only, then fit.
+    # If the model's loss lost its reconstruction term, the decoder would get no
+    # gradient and keep its initial weights, and the error would not fall.
+    train_images = _real_digits(mnist_arrays, 512)
+    test_images = _real_digits(mnist_arrays, 256, "test")
+    keras.utils.set_random_seed(0)
+    model = models.build_model(kind, seed=0)
+    initial_decoder = [np.array(weight) for weight in model.decoder.get_weights()]
+    untrained_error = np.mean((model.reconstruct(test_images) - test_images) ** 2)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3))
+    targets = (train_images,) if with_targets else ()
+    model.fit(train_images, *targets, epochs=2, batch_size=32, verbose=0)
+    for before, after in zip(initial_decoder, model.decoder.get_weights()):
+        assert not np.allclose(before, after), "a decoder weight did not train"
+    trained_error = np.mean((model.reconstruct(test_images) - test_images) ** 2)
+    assert trained_error < 0.7 * untrained_error
+
+
+def test_vae_loss_is_the_weighted_mse_plus_kl_of_losses_py():
+    images = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    for weight in (1000.0, 0.0):
+        model = models.VAE(seed=0, reconstruction_weight=weight)
+        model.compile(optimizer="adam")
+        results = model.evaluate(images, batch_size=8, return_dict=True, verbose=0)
+        np.testing.assert_allclose(results["loss"], weight * results["mse"] + results["kl"],
+                                   rtol=1e-5)
+
+
+def test_a_target_given_to_fit_is_the_reconstruction_target():
+    # fit(x, y) reconstructs y (a denoising set-up, say); fit(x) reconstructs x.
+    images = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
+    model = models.AE()
+    model.compile(optimizer="adam")
+    against_input = model.evaluate(images, batch_size=8, return_dict=True, verbose=0)["mse"]
+    against_zeros = model.evaluate(images, np.zeros_like(images), batch_size=8,
+                                   return_dict=True, verbose=0)["mse"]
+    reconstructions = model.predict(images, verbose=0)
+    np.testing.assert_allclose(against_zeros, np.mean(reconstructions ** 2), rtol=1e-4)
+    np.testing.assert_allclose(against_input, np.mean((reconstructions - images) ** 2), rtol=1e-4)
+
+
+def test_reconstruction_weight_and_batch_norm_are_in_the_config():
+    model = models.VAE(reconstruction_weight=250.0, batch_norm="keras")
+    config = model.get_config()
+    assert config["reconstruction_weight"] == 250.0 and config["batch_norm"] == "keras"
+    assert models.VAE.from_config(config).reconstruction_weight == 250.0
+
+
+def test_batch_norm_auto_is_keras_own_layer_where_no_fused_kernel_exists():
+    norms = [layer for layer in models.build_decoder(batch_norm="auto").layers
+             if isinstance(layer, keras.layers.BatchNormalization)]
+    expected = (fused_batch_norm.BatchNormalization if fused_batch_norm.AVAILABLE
+                else keras.layers.BatchNormalization)
+    assert len(norms) == 3 and all(type(layer) is expected for layer in norms)
+    if not fused_batch_norm.AVAILABLE:
+        with pytest.raises(ValueError, match="TensorFlow"):
+            models.build_decoder(batch_norm="fused")
+    with pytest.raises(ValueError, match="batch_norm"):
+        models.build_decoder(batch_norm="fast")
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_run_folders_written_before_the_redesign_still_load(kind):
+    # Written by the code of commit a07cf10 (tests/data/legacy_runs/make_legacy_runs.py).
+    model, config = run_folder.load_model(LEGACY_RUNS / kind)
+    with np.load(LEGACY_RUNS / kind / "expected_outputs.npz") as expected:
+        np.testing.assert_allclose(model.encode(expected["images"]), expected["latents"],
+                                   rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(model.reconstruct(expected["images"]),
+                                   expected["reconstructions"], rtol=1e-4, atol=1e-5)
+    assert config["settings"].model == kind and config["settings"].learning_rate == 1e-3
+    if kind == "vae":
+        assert model.reconstruction_weight == 1000.0
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_a_keras_file_loads_with_keras_own_loader_and_keeps_its_methods(kind, tmp_path):
+    model = models.build_model(kind, latent_dim=3, seed=1)
+    images = np.random.default_rng(0).random((4, 28, 28, 1)).astype("float32")
+    model.compile(optimizer="adam")
+    model.fit(images, batch_size=4, epochs=1, verbose=0)  # move the BN statistics
+    run_folder.save_model(model, tmp_path / "model.keras")
+    reloaded = keras.saving.load_model(tmp_path / "model.keras")
+    assert type(reloaded) is type(model) and reloaded.get_config() == model.get_config()
+    codes = reloaded.encode(images)
+    assert codes.shape == (4, 3)
+    np.testing.assert_allclose(codes, model.encode(images), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reloaded.decode(codes), model.decode(codes), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(reloaded.reconstruct(images), model.reconstruct(images),
+                               rtol=1e-5, atol=1e-6)
+    if kind == "vae":
+        samples = reloaded.sample(5, seed=2)
+        assert samples.shape == (5, 28, 28, 1) and 0 <= samples.min() and samples.max() <= 1
+        np.testing.assert_array_equal(samples, reloaded.sample(5, seed=2))
+    # The reloaded model trains on: its optimizer and loss came with it.
+    reloaded.fit(images, batch_size=4, epochs=1, verbose=0)

@@ -156,6 +156,6 @@ def test_ctrl_c_saves_says_how_to_resume_and_the_run_resumes(tiny_npz, tmp_path)
     assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", str(saved + 1),
                                              "--resume")) == 0
     config = json.loads((run_dir / "config.json").read_text())
-    assert config["training"]["epochs"] == saved + 1 and config["training"]["resumed"]
+    assert config["settings"]["epochs"] == saved + 1 and config["training"]["resumed"]
     assert len(run_folder.read_history_csv(run_dir / "history.csv")["loss"]) == saved + 1
     assert not [path for path in run_dir.iterdir() if path.name.startswith(".tmp-")]

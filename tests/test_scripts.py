@@ -15,7 +15,7 @@ import run_folder
 import training
 from conftest import REPO, tiny_run_args
 
-RUN_FILES = {"config.json", "model.weights.h5", "history.csv", "loss_curve.png"}
+RUN_FILES = {"config.json", "model.keras", "model.weights.h5", "history.csv", "loss_curve.png"}
 ANALYSIS_FILES = {"latent_scatter.png", "reconstructions.png", "manifold.png", "metrics.json"}
 
 
@@ -41,7 +41,7 @@ def test_training_writes_every_file(trained_runs, kind):
     assert not [path for path in run_dir.iterdir() if path.name.startswith(".tmp-")]
     config = json.loads((run_dir / "config.json").read_text())
     assert config["model"] == kind
-    assert config["training"]["train_images"] == 256 and config["training"]["epochs"] == 1
+    assert config["training"]["train_images"] == 256 and config["settings"]["epochs"] == 1
     history = run_folder.read_history_csv(run_dir / "history.csv")
     expected = {"loss", "mse", "val_loss", "val_mse"} | ({"kl", "val_kl"} if kind == "vae" else set())
     assert expected <= set(history) and all(len(values) == 1 for values in history.values())

@@ -1,0 +1,244 @@
+"""The settings of a run: one dataclass, filled from the command line, stored with the run.
+
+    TrainingSettings   what train_vae.py and train_ae.py do; config.json and the
+                       checkpoint store it, and --resume reads it back
+    AnalysisSettings   what analysis.py does
+
+This module imports no Keras, so that the scripts answer `--help` and flag
+errors at once: they parse their flags first and import Keras afterwards.
+"""
+
+import argparse
+import dataclasses
+import math
+
+MODEL_NAMES = {"vae": "variational autoencoder (VAE)", "ae": "vanilla autoencoder (AE)"}
+DEFAULT_EPOCHS = {"vae": 15, "ae": 10}
+ORIGINAL_EPOCHS = {"vae": 100, "ae": 40}
+PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
+BATCH_NORMS = ("auto", "keras", "fused")
+LR_SCHEDULES = ("constant", "cosine")
+
+# What a resumed run takes from its command line; everything else comes from the run.
+RESUME_OVERRIDES = ("epochs", "learning_rate", "out", "verbose", "data_parallel", "resume")
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used: the message names the problem and the fix."""
+
+
+@dataclasses.dataclass
+class TrainingSettings:
+    """Everything that decides a training run. The defaults are the default run's."""
+
+    model: str = "vae"                   # "vae" or "ae"
+    data: str | None = None              # an .npz path; None: Keras' MNIST or the bundled copy
+    train_limit: int = 10000             # train on the first N training images
+    digits: list[int] | None = None      # train only on these digits; None: all ten
+    epochs: int = DEFAULT_EPOCHS["vae"]
+    batch_size: int = 32
+    learning_rate: float = 5e-4
+    lr_schedule: str = "constant"
+    latent_dim: int = 2
+    reconstruction_weight: float = 1000.0  # VAE loss = weight * MSE + KL; unused by the AE
+    seed: int = 0
+    precision: str = "auto"
+    batch_norm: str = "auto"
+    data_parallel: bool = False
+    out: str = "runs/vae"
+    resume: bool = False
+    verbose: int = 1
+
+    def __post_init__(self):
+        if self.digits is not None:  # "--digits 1 0 1" trains on digits [0, 1]
+            self.digits = sorted(set(self.digits))
+
+    @classmethod
+    def defaults_for(cls, model):
+        """The default settings of train_{model}.py."""
+        return cls(model=model, epochs=DEFAULT_EPOCHS[model], out=f"runs/{model}")
+
+    @classmethod
+    def from_dict(cls, values, model, source):
+        """Settings stored by a run (`dataclasses.asdict`), over the defaults of `model`.
+
+        Stored dicts may lack fields added later; they take their defaults.
+
+        Raises:
+            SettingsError: if `values` holds a name this version does not know.
+        """
+        known = {field.name for field in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise SettingsError(f"{source} stores settings this version does not know "
+                                f"({', '.join(unknown)}): train again without --resume")
+        return dataclasses.replace(cls.defaults_for(model), **values)
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class AnalysisSettings:
+    """What analysis.py does with a run folder."""
+
+    run_dir: str
+    data: str | None = None
+    batch_size: int = 256
+    traverse: list[int] | None = None
+    show: bool = False
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """An ArgumentParser whose errors are one line ("prog: error: ...") and exit code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _finite_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+    return value
+
+
+def positive_float(text):
+    value = _finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+    return value
+
+
+def non_negative_float(text):
+    value = _finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text}")
+    return value
+
+
+def build_training_parser(model):
+    """The flags of train_{model}.py. Each help text shows its default once.
+
+    Flags that are not given stay out of the parsed namespace
+    (`argument_default=SUPPRESS`), so the defaults live only in
+    `TrainingSettings` and `--resume` can tell what the command line changed.
+    """
+    defaults = TrainingSettings.defaults_for(model)
+    parser = OneLineParser(
+        prog=f"train_{model}.py", argument_default=argparse.SUPPRESS,
+        description=f"Train the convolutional {MODEL_NAMES[model]} on MNIST and save the run "
+                    f"(model.keras, weights, config.json, history.csv, loss_curve.png) into --out.")
+    parser.add_argument("--data",
+                        help="an .npz in Keras' MNIST layout (x_train, y_train, x_test, y_test) "
+                             "(default: Keras' MNIST, or the bundled 20k subset when offline)")
+    parser.add_argument("--train-limit", type=positive_int, metavar="N",
+                        help=f"train on the first N training images (default: {defaults.train_limit:,}, "
+                             f"as the original)")
+    parser.add_argument("--digits", type=int, nargs="+", metavar="DIGIT",
+                        help="train only on these digits, e.g. --digits 0 1 (default: all ten)")
+    parser.add_argument("--epochs", type=positive_int,
+                        help=f"training epochs (default: {defaults.epochs}; the original ran "
+                             f"{ORIGINAL_EPOCHS[model]})")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"images per step (default: {defaults.batch_size})")
+    parser.add_argument("--learning-rate", type=positive_float,
+                        help=f"Adam's learning rate (default: {defaults.learning_rate:g})")
+    parser.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                        help="constant: the learning rate throughout, as the original; cosine: "
+                             "decay it from --learning-rate to 0 over --epochs "
+                             f"(default: {defaults.lr_schedule})")
+    parser.add_argument("--latent-dim", type=positive_int,
+                        help=f"size of the latent code (default: {defaults.latent_dim})")
+    if model == "vae":
+        parser.add_argument("--reconstruction-weight", type=non_negative_float,
+                            help="loss = weight * MSE + KL "
+                                 f"(default: {defaults.reconstruction_weight:g})")
+    parser.add_argument("--seed", type=int,
+                        help="seed of weights, shuffling and sampling "
+                             f"(default: {defaults.seed})")
+    parser.add_argument("--precision", choices=PRECISIONS,
+                        help="Keras dtype policy; auto picks mixed_bfloat16 on CPUs with bfloat16 "
+                             "instructions (AVX512-BF16 or AMX), else float32. The loss is "
+                             f"always computed in float32 (default: {defaults.precision})")
+    parser.add_argument("--batch-norm", choices=BATCH_NORMS,
+                        help="auto: TensorFlow's fused kernel under the TensorFlow backend, "
+                             "Keras' layer elsewhere; keras: always Keras' layer; fused: the fused "
+                             f"kernel, TensorFlow only. Same maths (default: {defaults.batch_norm})")
+    parser.add_argument("--data-parallel", action="store_true",
+                        help="split each batch over all of the backend's devices with "
+                             "keras.distribution.DataParallel (JAX backend only)")
+    parser.add_argument("--out", help=f"the run folder to write (default: {defaults.out})")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out from its last checkpoint, with its saved "
+                             "settings, up to --epochs (a new --learning-rate is allowed)")
+    parser.add_argument("--verbose", type=int, choices=(0, 1, 2),
+                        help="Keras' fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
+                             f"(default: {defaults.verbose})")
+    return parser
+
+
+def parse_training_flags(model, argv=None):
+    """`(settings, given)`: the settings the flags ask for, and the names of the flags given."""
+    given = vars(build_training_parser(model).parse_args(argv))
+    return dataclasses.replace(TrainingSettings.defaults_for(model), **given), set(given)
+
+
+def resumed_settings(saved, command_line, given):
+    """The settings of a resumed run: the saved ones, with what a resume may change.
+
+    Args:
+        saved: the `TrainingSettings` stored in the checkpoint.
+        command_line: the `TrainingSettings` that this command's flags ask for.
+        given: names of the flags given on this command line.
+
+    Raises:
+        SettingsError: if a flag given on the command line would change a
+            setting that the run fixed (its data, model or seed, say).
+    """
+    conflicts = [name for name in sorted(given - set(RESUME_OVERRIDES))
+                 if getattr(command_line, name) != getattr(saved, name)]
+    if conflicts:
+        flags = ", ".join(f"--{name.replace('_', '-')} (run: {getattr(saved, name)!r})"
+                          for name in conflicts)
+        raise SettingsError(f"--resume continues a run with its own settings, but this command "
+                            f"changes {flags}: drop those flags, or train a new run into "
+                            f"another --out")
+    overrides = {name: getattr(command_line, name) for name in RESUME_OVERRIDES
+                 if name in given or name in ("out", "resume")}
+    return dataclasses.replace(saved, **overrides)
+
+
+def build_analysis_parser():
+    defaults = AnalysisSettings(run_dir="")
+    parser = OneLineParser(
+        prog="analysis.py", argument_default=argparse.SUPPRESS,
+        description="Evaluate a run folder on the MNIST test set and write metrics.json, PNG "
+                    "figures and an interactive explorer.html into it.")
+    parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
+    parser.add_argument("--data",
+                        help="an .npz in Keras' MNIST layout (default: the data the run used)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"images per predict/evaluate batch (default: {defaults.batch_size})")
+    parser.add_argument("--traverse", type=int, nargs=2, metavar=("FROM", "TO"),
+                        help="test-image indices to interpolate between in latent space "
+                             "(default: the first test 0 and the first test 1)")
+    parser.add_argument("--show", action="store_true", help="also open each figure in a window")
+    return parser
+
+
+def parse_analysis_flags(argv=None):
+    return AnalysisSettings(**vars(build_analysis_parser().parse_args(argv)))
