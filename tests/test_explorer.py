@@ -5,17 +5,21 @@ with the reason, where Chromium, chromedriver or Selenium is not installed
 (Debian: `apt-get install chromium chromium-driver`; `pip install selenium`).
 """
 
+import ast
 import base64
 import io
 import json
+import pathlib
 import re
 import shutil
+import string
 import tempfile
 
 import matplotlib.colors
 import matplotlib.image
 import numpy as np
 import pytest
+from PIL import Image
 
 import explorer
 import plots
@@ -129,6 +133,84 @@ def test_sprite_decodes_to_the_grid_of_cells_with_row_zero_at_the_top(tmp_path):
             cell = pixels[row * 28:(row + 1) * 28, column * 28:(column + 1) * 28]
             expected = np.vectorize(expected_grey)(sprite[row, column])
             np.testing.assert_array_equal(cell, expected, err_msg=f"cell {row},{column}")
+
+
+def test_sprite_png_round_trips_through_pillow(tmp_path):
+    # Random ink, so rounding (not truncating) to 0..255 shows; out-of-range and NaN
+    # ink, so the clipping shows; a non-square grid, so a transposed tiling shows.
+    rows, columns = 3, 4
+    sprite = np.random.default_rng(0).uniform(-0.2, 1.2, size=(rows, columns, 28, 28))
+    sprite[1, 2, 5, 5] = np.nan
+    grid_x, grid_y = np.linspace(-1.0, 1.0, columns), np.linspace(-1.0, 1.0, rows)
+    latents, labels = two_clusters(count=20)
+    path = tmp_path / "explorer.html"
+    explorer.write_explorer(path, latents, labels, sprite, grid_x, grid_y, "t")
+    uri = embedded_data(path.read_text(encoding="utf-8"))["sprite"]
+    image = Image.open(io.BytesIO(base64.b64decode(uri.removeprefix("data:image/png;base64,"))))
+    assert image.format == "PNG" and image.mode == "L"  # 8-bit grayscale, one channel
+    # Tile (row, col) is sprite[row, col]; ink 1 (and above) black, ink 0 (below, NaN) white.
+    ink = np.clip(np.nan_to_num(sprite, nan=0.0), 0.0, 1.0)
+    expected = np.round(255 * (1 - ink)).astype("uint8")
+    expected = expected.transpose(0, 2, 1, 3).reshape(rows * 28, columns * 28)
+    np.testing.assert_array_equal(np.asarray(image), expected)
+
+
+def test_every_template_placeholder_is_filled(tmp_path):
+    path = tmp_path / "explorer.html"
+    write_pattern_page(path)
+    page = path.read_text(encoding="utf-8")
+    template = explorer.PAGE_TEMPLATE_PATH.read_text(encoding="utf-8")
+    placeholders = {match.group("named") or match.group("braced")
+                    for match in string.Template.pattern.finditer(template)
+                    if match.group("named") or match.group("braced")}
+    assert placeholders == {"title", "point_count", "dropped_note", "grid_size",
+                            "preview_size", "data_json"}
+    # No "$name" or "${name}" is left, in any form.
+    assert re.findall(r"\$\{?[A-Za-z_]\w*", page) == []
+    assert "$" not in page
+    assert "<title>Two clusters</title>" in page and 'width="280" height="280"' in page
+    assert "width: 280px; height: 280px;" in page
+    assert "of its 32 &times; 32 grid" in page
+    assert "Latent codes of 400 test digits</h2>" in page
+
+
+def test_template_is_found_from_any_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the repo's root is no longer the working directory
+    write_pattern_page(tmp_path / "explorer.html")
+    assert (tmp_path / "explorer.html").read_text(encoding="utf-8").startswith("<!DOCTYPE html>")
+
+
+def test_a_title_with_markup_stays_text(tmp_path):
+    title = "</script><script>alert('x')</script> & $data_json ${title}"
+    path = tmp_path / "explorer.html"
+    write_pattern_page(path, title=title)
+    page = path.read_text(encoding="utf-8")
+    escaped = ("&lt;/script&gt;&lt;script&gt;alert(&#x27;x&#x27;)&lt;/script&gt; &amp; "
+               "$data_json ${title}")
+    assert f"<title>{escaped}</title>" in page
+    assert f"<h1>{escaped}</h1>" in page
+    # Only the template's own two script elements; the data still parses.
+    assert page.count("<script") == 2 and page.count("</script>") == 2
+    assert embedded_data(page)["cellSize"] == 28
+
+
+def test_embedded_json_cannot_end_its_script_element():
+    text = explorer._json_for_script_element({"note": "</script><script>alert(1)</script>"})
+    assert "</" not in text
+    assert json.loads(text) == {"note": "</script><script>alert(1)</script>"}
+
+
+def test_explorer_imports_are_at_the_top_and_not_keras():
+    # The explorer is drawn from arrays: its own code needs neither Keras nor TensorFlow.
+    # (What its imports import in turn, e.g. run_folder, is up to those modules.)
+    tree = ast.parse(pathlib.Path(explorer.__file__).read_text(encoding="utf-8"))
+    imports = [node for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))]
+    assert imports and all(node in tree.body for node in imports), "an import inside a function"
+    modules = {alias.name for node in imports if isinstance(node, ast.Import)
+               for alias in node.names} | {node.module for node in imports
+                                            if isinstance(node, ast.ImportFrom)}
+    assert not {module for module in modules
+                if module.split(".")[0] in ("keras", "tensorflow")}, modules
 
 
 def test_embedded_latents_labels_and_colours(tmp_path):
