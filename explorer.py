@@ -32,8 +32,8 @@ import matplotlib.colors
 import numpy as np
 from PIL import Image
 
+import atomic_files
 import plots
-import run_folder
 
 # Found beside this module, not in the working directory: scripts may run from anywhere.
 PAGE_TEMPLATE_PATH = pathlib.Path(__file__).resolve().with_name("explorer_template.html")
@@ -48,7 +48,7 @@ def write_explorer(path, latents, labels, sprite, grid_x, grid_y, title):
     """Writes one self-contained HTML page for exploring a 2-D latent space.
 
     Args:
-        path: output .html path; written atomically (`run_folder.write_text`).
+        path: output .html path; written atomically (`atomic_files.write_text`).
         latents: float array (N, 2): the test images' 2-D latent coordinates.
             Points with a non-finite coordinate are left out (the page says how many).
         labels: int array (N,): their digits 0..9.
@@ -91,7 +91,7 @@ def write_explorer(path, latents, labels, sprite, grid_x, grid_y, title):
         "sprite": "data:image/png;base64,"
                   + base64.b64encode(_sprite_png_bytes(sprite)).decode("ascii"),
     }
-    run_folder.write_text(path, _filled_page(page_data, title, len(labels)))
+    atomic_files.write_text(path, _filled_page(page_data, title, len(labels)))
 
 
 def _checked_inputs(latents, labels, sprite, grid_x, grid_y):

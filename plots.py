@@ -9,7 +9,7 @@ import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
 
-import run_folder
+import atomic_files
 
 DIGIT_COLORMAP = "rainbow"
 IMAGE_COLORMAP = "gray_r"
@@ -28,7 +28,7 @@ def digit_colors():
 
 def save(figure, path, show=False):
     """Saves `figure` to `path` atomically, shows it if asked, then closes it."""
-    with run_folder.atomic_path(path) as temporary:
+    with atomic_files.atomic_path(path) as temporary:
         figure.savefig(temporary, format="png", dpi=110, bbox_inches="tight")
     if show:
         plt.show()

@@ -9,12 +9,11 @@
                              state, sampling-noise state, epoch number, history, settings
         loss_curve.png       the history, plotted
 
-Every file is written atomically: first to a temporary file in the same folder,
-then renamed over the old one, so an interrupted run never leaves a half-written
-file and never damages a file written before.
+Every file is written atomically (`atomic_files.py`): first to a temporary file
+in the same folder, then renamed over the old one, so an interrupted run never
+leaves a half-written file and never damages a file written before.
 """
 
-import contextlib
 import csv
 import dataclasses
 import json
@@ -28,6 +27,7 @@ import numpy as np
 
 import models
 import settings as run_settings
+from atomic_files import atomic_path, write_json, write_text  # noqa: F401 (part of this API)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
@@ -38,39 +38,6 @@ CHECKPOINT_FILE = "checkpoint.npz"
 
 class RunFolderError(ValueError):
     """An unusable run folder: the message names the problem and the fix."""
-
-
-@contextlib.contextmanager
-def atomic_path(path):
-    """Yields a temporary path beside `path`; renames it onto `path` only on success.
-
-    The temporary name keeps `path`'s suffixes, because Keras checks them
-    (`.weights.h5`, `.keras`). On an exception the temporary file is removed and
-    `path` is left as it was.
-    """
-    path = pathlib.Path(path)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix="-" + path.name)
-    os.close(handle)
-    os.remove(temporary)  # writers such as h5py want to create the file themselves
-    try:
-        yield temporary
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-
-
-def write_text(path, text):
-    """Writes `text` to `path` atomically."""
-    with atomic_path(path) as temporary:
-        with open(temporary, "w", encoding="utf-8") as file:
-            file.write(text)
-            file.flush()
-            os.fsync(file.fileno())
-
-
-def write_json(path, value):
-    write_text(path, json.dumps(value, indent=2, sort_keys=True) + "\n")
 
 
 def write_history_csv(path, history):

@@ -4,18 +4,18 @@
     python benchmarks/levers.py --settings project float32 --repeats 5
     python benchmarks/levers.py --help                # every flag and its default
 
-Every setting trains the project's VAE (`models.VAE`, compiled by
-`training.compile_model`, batch 32, Adam 5e-4) on the first `--train-limit`
+Every setting trains the project's VAE (`models.VAE`, which computes its own
+loss; batch 32, Adam 5e-4) on the first `--train-limit`
 training images for `--epochs` epochs, without a test set, in a fresh
 subprocess; rounds alternate the settings. Throughput is the training images
 of epochs 2..E over their time (epoch 1 traces the graph). The settings:
 
   project           what train_vae.py does: --precision auto (mixed_bfloat16 on
-                    CPUs with bfloat16 instructions), models.BatchNormalization
-                    (TensorFlow's fused kernel), and training.ShuffledImageStream
+                    CPUs with bfloat16 instructions), batch_norm="auto"
+                    (TensorFlow's fused kernel, fused_batch_norm.py), and training.ShuffledImageStream
                     (one data iterator for the whole run)
   float32           the project with float32 instead of mixed_bfloat16
-  keras-batch-norm  the project with keras.layers.BatchNormalization
+  keras-batch-norm  the project with batch_norm="keras" (keras.layers.BatchNormalization)
   numpy-arrays      the project with fit(images, images, shuffle=True) on NumPy
                     arrays: a new data iterator each epoch
   plain             all three changed back: float32, Keras' batch norm, NumPy arrays
@@ -49,29 +49,33 @@ PROG = "levers.py"
 
 
 def _import_project():
+    """Puts the repository root on sys.path; returns the project's `data` and `settings`.
+
+    Both are light (no Keras), so the flags are parsed before Keras loads.
+    """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     import data
-    import training
+    import settings
 
-    return data, training
+    return data, settings
 
 
-def build_parser(data, training):
-    parser = training.OneLineParser(
+def build_parser(settings):
+    parser = settings.OneLineParser(
         prog=PROG,
         description="Training throughput of the project's VAE with one speed lever changed "
                     "at a time, each run in a fresh subprocess.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=str(data.BUNDLED_MNIST),
+    parser.add_argument("--data", default=str(REPO / "data" / "mnist-20k.npz"),
                         help="an .npz in Keras' MNIST layout")
-    parser.add_argument("--train-limit", type=training.positive_int, default=4000,
+    parser.add_argument("--train-limit", type=settings.positive_int, default=4000,
                         help="train on the first N training images")
-    parser.add_argument("--epochs", type=training.positive_int, default=4,
+    parser.add_argument("--epochs", type=settings.positive_int, default=4,
                         help="epochs of each run; epoch 1 is the warm-up")
-    parser.add_argument("--batch-size", type=training.positive_int, default=32,
+    parser.add_argument("--batch-size", type=settings.positive_int, default=32,
                         help="images per step")
-    parser.add_argument("--repeats", type=training.positive_int, default=3,
+    parser.add_argument("--repeats", type=settings.positive_int, default=3,
                         help="rounds; each round runs every setting once")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(DEFAULT_SETTINGS),
                         help="which settings to run (see the module docstring)")
@@ -83,9 +87,9 @@ def run_setting(setting, args):
     """Trains in this process as `setting` says; returns the measurement dict."""
     import keras
 
-    data, training = _import_project()
-    import losses
+    data, _ = _import_project()
     import models
+    import training
 
     dataset = data.load_dataset(args.data)
     images, _ = data.select_training_images(dataset.x_train, dataset.y_train, args.train_limit)
@@ -96,12 +100,9 @@ def run_setting(setting, args):
     keras.utils.set_random_seed(args.seed)
     precision = "float32" if setting in ("float32", "plain") else training.resolve_precision("auto")
     keras.mixed_precision.set_global_policy(precision)
-    if setting in ("keras-batch-norm", "plain"):
-        models.BatchNormalization = keras.layers.BatchNormalization  # read when the model is built
-    model = models.build_model("vae", latent_dim=2, seed=args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(5e-4), loss=losses.reconstruction_mse,
-                  loss_weights=1000.0,
-                  metrics=[keras.metrics.MeanMetricWrapper(losses.reconstruction_mse, name="mse")],
+    batch_norm = "keras" if setting in ("keras-batch-norm", "plain") else "auto"
+    model = models.build_model("vae", latent_dim=2, seed=args.seed, batch_norm=batch_norm)
+    model.compile(optimizer=keras.optimizers.Adam(5e-4),
                   jit_compile=True if setting == "xla" else "auto",
                   steps_per_execution=8 if setting == "steps-per-execution-8" else 1)
 
@@ -147,7 +148,7 @@ def _run_in_subprocess(setting, args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    data, training = _import_project()
+    data, settings = _import_project()
     if argv[:1] == ["--worker"]:
         worker = argparse.ArgumentParser(prog=f"{PROG} --worker")
         worker.add_argument("--worker", choices=SETTINGS, required=True)
@@ -158,7 +159,7 @@ def main(argv=None):
         args = worker.parse_args(argv)
         print(RESULT_MARKER + json.dumps(run_setting(args.worker, args)), flush=True)
         return 0
-    args = build_parser(data, training).parse_args(argv)
+    args = build_parser(settings).parse_args(argv)
     if not pathlib.Path(args.data).is_file():
         raise SystemExit(f"{PROG}: error: --data {args.data} does not exist")
     runs = {setting: [] for setting in args.settings}

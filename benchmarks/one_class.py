@@ -31,23 +31,23 @@ SCORES = ("mse", "vae-loss")
 
 
 def build_parser():
-    import training
+    import settings
 
-    parser = training.OneLineParser(
+    parser = settings.OneLineParser(
         prog="one_class.py",
         description="One-class MNIST benchmark (Ruff et al. 2018, Table 1): ROC AUC per normal "
                     "digit, as a Markdown table and a JSON file.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--model", choices=("ae", "vae"), default="ae", help="which autoencoder")
-    parser.add_argument("--latent-dim", type=training.positive_int, default=16,
+    parser.add_argument("--latent-dim", type=settings.positive_int, default=16,
                         help="size of the latent code")
-    parser.add_argument("--epochs", type=training.positive_int, default=30,
+    parser.add_argument("--epochs", type=settings.positive_int, default=30,
                         help="epochs per digit (about 1,000 images each)")
-    parser.add_argument("--batch-size", type=training.positive_int, default=32,
+    parser.add_argument("--batch-size", type=settings.positive_int, default=32,
                         help="images per step")
-    parser.add_argument("--learning-rate", type=training.positive_float, default=5e-4,
+    parser.add_argument("--learning-rate", type=settings.positive_float, default=5e-4,
                         help="Adam's learning rate")
-    parser.add_argument("--reconstruction-weight", type=training.non_negative_float,
+    parser.add_argument("--reconstruction-weight", type=settings.non_negative_float,
                         default=1000.0, help="VAE only: loss = weight * MSE + KL")
     parser.add_argument("--score", choices=SCORES, default="mse",
                         help="anomaly score: per-image MSE of the deterministic reconstruction, "
@@ -58,9 +58,9 @@ def build_parser():
                         help="the digits to take as the normal class, one experiment each")
     parser.add_argument("--data", default=None,
                         help="an .npz in Keras' MNIST layout; by default as train_*.py")
-    parser.add_argument("--train-limit", type=training.positive_int, default=10000,
+    parser.add_argument("--train-limit", type=settings.positive_int, default=10000,
                         help="use the first N training images (about N/10 per digit)")
-    parser.add_argument("--precision", choices=training.PRECISIONS, default="auto",
+    parser.add_argument("--precision", choices=settings.PRECISIONS, default="auto",
                         help="Keras dtype policy (see train_vae.py --help)")
     parser.add_argument("--out", default="runs/one_class",
                         help="folder for the JSON and Markdown results")
@@ -96,8 +96,9 @@ def one_experiment(args, dataset, normal_digit, seed):
     keras.mixed_precision.set_global_policy(training.resolve_precision(args.precision))
     images, _ = data.select_training_images(dataset.x_train, dataset.y_train, args.train_limit,
                                             [normal_digit])
-    model = models.build_model(args.model, latent_dim=args.latent_dim, seed=seed)
-    training.compile_model(model, args.learning_rate, args.reconstruction_weight)
+    weight = {"reconstruction_weight": args.reconstruction_weight} if args.model == "vae" else {}
+    model = models.build_model(args.model, latent_dim=args.latent_dim, seed=seed, **weight)
+    training.compile_model(model, args.learning_rate)
     model.fit(images, images, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
     scores = anomaly_scores(model, dataset.x_test, args.score, args.reconstruction_weight)
     train_scores = anomaly_scores(model, images, args.score, args.reconstruction_weight)
@@ -164,9 +165,10 @@ def run(args):
 
 
 def main(argv=None):
-    import training
 
     args = build_parser().parse_args(argv)
+    import training  # Keras loads here, after the flags: --help answers at once
+
     return training.run_reporting_user_errors("one_class.py", run, args)
 
 

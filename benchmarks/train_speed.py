@@ -14,16 +14,16 @@ at batch 32 with Adam 5e-4, on the loss 1000 x MSE (mean over pixels) + KL
              encoder and decoder, a `keras.Model` subclass whose `compute_loss`
              computes the loss, float32, `fit` on NumPy arrays with every
              default.
-  project    exactly what `train_vae.py` does: the run calls `train_vae.main`
-             with `--data --train-limit --epochs --batch-size --learning-rate
-             --latent-dim --reconstruction-weight --seed --precision` (the
-             project's dtype policy, `training.resolve_precision`: auto picks
-             mixed_bfloat16 on CPUs with bfloat16 instructions) and `--out` a
-             temporary folder, so `models.VAE`, `training.compile_model`, the
-             project's data pipeline, its `fit` arguments and its per-epoch
-             callbacks (history, checkpoint) are all the project's own, and follow
-             any change to them. The only thing added is the timing callback: the
-             subprocess wraps `keras.Model.fit` to append it (last) to the callbacks.
+  project    exactly what `train_vae.py` does: the run calls `training.train`
+             with the settings those flags would give (`settings.TrainingSettings`:
+             data, train limit, epochs, batch size, learning rate and schedule,
+             latent 2, reconstruction weight, seed, precision; auto picks
+             mixed_bfloat16 on CPUs with bfloat16 instructions) and `out` a
+             temporary folder, so `models.VAE`, the project's data pipeline, its
+             `fit` arguments and its per-epoch callbacks (history, checkpoint) are
+             all the project's own, and follow any change to them. The only thing
+             added is the timing callback, through `training.train`'s `callbacks`
+             hook (after the run's own callbacks).
 
 Each run is a fresh subprocess (rounds alternate reference, project, reference,
 project, ...), so neither the dtype policy nor thread pools nor caches leak from
@@ -43,8 +43,8 @@ What each run measures:
                    training). Epoch 1 is the warm-up (graph tracing); with a
                    single epoch it is all there is, and the table marks the
                    figure "(cold)".
-  time to target   training-clock seconds from just before `fit` is called (data
-                   adapter, graph tracing and all) to the end of the first epoch
+  time to target   training-clock seconds from the start of `fit`'s training
+                   (`on_train_begin`: graph tracing and all) to the end of the first epoch
                    whose test loss is below `--target-loss`, excluding the time
                    spent on the per-epoch test-set evaluations (the JSON file of
                    --json-out also has the time with them); with the epoch at
@@ -87,40 +87,43 @@ PROG = "train_speed.py"
 
 
 def _import_project():
-    """Puts the repository root on sys.path and returns the project's `data` and `training`."""
+    """Puts the repository root on sys.path; returns the project's `data` and `settings`.
+
+    Both are light (no Keras), so the flags are parsed before Keras loads.
+    """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
     import data
-    import training
+    import settings
 
-    return data, training
+    return data, settings
 
 
-def build_parser(data, training):
-    """The benchmark's flags; `data` and `training` are the project's modules."""
-    parser = training.OneLineParser(
+def build_parser(settings):
+    """The benchmark's flags; `settings` is the project's (light) settings module."""
+    parser = settings.OneLineParser(
         prog=PROG,
         description="Measure the project's VAE training path (train_vae.py) against a plain "
                     "Keras 3 reference of the same model and loss: throughput, time to a target "
                     "test loss, final test loss and peak memory, each run in a fresh subprocess.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--data", default=str(data.BUNDLED_MNIST),
+    parser.add_argument("--data", default=str(REPO / "data" / "mnist-20k.npz"),
                         help="an .npz in Keras' MNIST layout (x_train, y_train, x_test, y_test)")
-    parser.add_argument("--train-limit", type=training.positive_int, default=10000,
+    parser.add_argument("--train-limit", type=settings.positive_int, default=10000,
                         help="train on the first N training images")
-    parser.add_argument("--epochs", type=training.positive_int, default=12,
+    parser.add_argument("--epochs", type=settings.positive_int, default=12,
                         help="epochs of each run")
-    parser.add_argument("--batch-size", type=training.positive_int, default=32,
+    parser.add_argument("--batch-size", type=settings.positive_int, default=32,
                         help="images per step")
-    parser.add_argument("--target-loss", type=training.positive_float, default=57.0,
+    parser.add_argument("--target-loss", type=settings.positive_float, default=57.0,
                         help="time to target: the first epoch whose test loss (1000 x MSE + KL) "
                              "is below this; 57 is what the plain port reaches after about "
-                             "10 epochs (shared/BASELINES.md)")
-    parser.add_argument("--repeats", type=training.positive_int, default=3,
+                             "10 epochs (docs/performance.md)")
+    parser.add_argument("--repeats", type=settings.positive_int, default=3,
                         help="rounds; each round runs every variant once, in --variants order")
-    parser.add_argument("--precision", choices=training.PRECISIONS, default="auto",
+    parser.add_argument("--precision", choices=settings.PRECISIONS, default="auto",
                         help="the project path's --precision; the reference is always float32")
-    parser.add_argument("--project-learning-rate", type=training.positive_float,
+    parser.add_argument("--project-learning-rate", type=settings.positive_float,
                         default=LEARNING_RATE,
                         help="the project path's --learning-rate (the reference keeps 5e-4)")
     parser.add_argument("--project-lr-schedule", choices=("constant", "cosine"),
@@ -175,13 +178,21 @@ def _epoch_clock_class(keras):
 
         def __init__(self, fit_started, target_loss):
             super().__init__()
-            self.fit_started = fit_started
+            self.fit_started = fit_started  # None: when fit begins training
+            self.fit_seconds = None
             self.target_loss = target_loss
             self.eval_seconds = 0.0
             self.epochs = []
             self.target_epoch = None
             self.time_to_target = None
             self.time_to_target_with_eval = None
+
+        def on_train_begin(self, logs=None):
+            if self.fit_started is None:
+                self.fit_started = time.perf_counter()
+
+        def on_train_end(self, logs=None):
+            self.fit_seconds = time.perf_counter() - self.fit_started
 
         def on_epoch_begin(self, epoch, logs=None):
             self._epoch_began = time.perf_counter()
@@ -294,56 +305,36 @@ def _train_reference(args, keras, clock_class):
     keras.mixed_precision.set_global_policy("float32")
     model = build_reference_vae(seed=args.seed)
     model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
-    started = time.perf_counter()
-    clock = clock_class(started, args.target_loss)
+    clock = clock_class(None, args.target_loss)  # starts its clock when fit begins
     model.fit(train_images, batch_size=args.batch_size, epochs=args.epochs,
               validation_data=(dataset.x_test,), validation_batch_size=max(args.batch_size, 256),
               callbacks=[clock], verbose=0)
-    return clock, time.perf_counter() - started, len(dataset.x_test)
+    return clock, clock.fit_seconds, len(dataset.x_test)
 
 
 def _train_project(args, keras, clock_class):
-    """Runs train_vae.py's main in this process, timing its `fit`; returns (clock, fit seconds)."""
-    import train_vae
+    """Runs train_vae.py's training in this process, timing its `fit`.
 
-    timed = []
-    original_fit = keras.Model.fit
+    The clock goes in through `training.train`'s `callbacks` hook, after the
+    run's own callbacks. Returns (clock, fit seconds, test images).
+    """
+    import data
+    import settings
+    import training
 
-    def timed_fit(model, *fit_args, callbacks=None, **fit_kwargs):
-        started = time.perf_counter()
-        clock = clock_class(started, args.target_loss)
+    clock = clock_class(None, args.target_loss)  # starts its clock when fit begins
+    with tempfile.TemporaryDirectory(prefix="train_speed-") as out_dir:
+        run_settings = settings.TrainingSettings(
+            model="vae", data=args.data, train_limit=args.train_limit, epochs=args.epochs,
+            batch_size=args.batch_size, learning_rate=args.project_learning_rate,
+            lr_schedule=args.project_lr_schedule, latent_dim=LATENT_DIM,
+            reconstruction_weight=RECONSTRUCTION_WEIGHT, seed=args.seed,
+            precision=args.precision, out=str(pathlib.Path(out_dir) / "vae"), verbose=0)
         try:
-            return original_fit(model, *fit_args, callbacks=[*(callbacks or []), clock],
-                                **fit_kwargs)
-        finally:
-            timed.append((clock, time.perf_counter() - started,
-                          fit_kwargs.get("validation_data")))
-
-    keras.Model.fit = timed_fit
-    try:
-        with tempfile.TemporaryDirectory(prefix="train_speed-") as out_dir:
-            code = train_vae.main([
-                "--data", args.data, "--train-limit", str(args.train_limit),
-                "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
-                "--learning-rate", repr(args.project_learning_rate),
-                "--lr-schedule", args.project_lr_schedule, "--latent-dim", str(LATENT_DIM),
-                "--reconstruction-weight", repr(RECONSTRUCTION_WEIGHT),
-                "--seed", str(args.seed), "--precision", args.precision,
-                "--out", str(pathlib.Path(out_dir) / "vae"), "--verbose", "0"])
-    finally:
-        keras.Model.fit = original_fit
-    if code != 0:
-        raise SystemExit(f"{PROG}: error: train_vae.py exited with code {code}")
-    if len(timed) != 1:
-        raise SystemExit(f"{PROG}: error: train_vae.py called fit {len(timed)} times, not once")
-    clock, fit_seconds, validation_data = timed[0]
-    if validation_data is None:
-        test_images = 0
-    elif isinstance(validation_data, tuple):  # arrays
-        test_images = len(validation_data[0])
-    else:  # batches (training.as_fit_data): count them, after the timing
-        test_images = sum(len(images) for images, _ in validation_data)
-    return clock, fit_seconds, test_images
+            training.train(run_settings, callbacks=[clock])
+        except training.USER_ERRORS as error:
+            raise SystemExit(f"{PROG}: error: train_vae.py's training failed: {error}") from None
+    return clock, clock.fit_seconds, len(data.load_dataset(args.data).x_test)
 
 
 def run_worker(argv):
@@ -519,8 +510,8 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "--worker" in argv:
         return run_worker(argv)
-    data, training = _import_project()
-    args = build_parser(data, training).parse_args(argv)
+    data, settings = _import_project()
+    args = build_parser(settings).parse_args(argv)
     args.variants = list(dict.fromkeys(args.variants))  # once each, in the order given
     args.data = str(pathlib.Path(args.data).resolve())
     try:

@@ -1,0 +1,107 @@
+"""The settings dataclass: flags in, config.json and checkpoint out, --resume back in."""
+
+import dataclasses
+import re
+import subprocess
+import sys
+
+import pytest
+
+import settings
+from conftest import REPO
+
+
+def test_no_flags_give_the_dataclass_defaults():
+    for model in ("vae", "ae"):
+        parsed, given = settings.parse_training_flags(model, [])
+        assert parsed == settings.TrainingSettings.defaults_for(model) and given == set()
+    assert settings.TrainingSettings.defaults_for("ae").epochs == settings.DEFAULT_EPOCHS["ae"]
+
+
+def test_flags_fill_the_dataclass_and_say_which_were_given():
+    parsed, given = settings.parse_training_flags(
+        "vae", ["--epochs", "3", "--learning-rate", "1e-3", "--digits", "7", "1", "7",
+                "--batch-norm", "keras", "--out", "somewhere"])
+    assert (parsed.epochs, parsed.learning_rate, parsed.digits) == (3, 1e-3, [1, 7])
+    assert parsed.batch_norm == "keras" and parsed.out == "somewhere"
+    assert given == {"epochs", "learning_rate", "digits", "batch_norm", "out"}
+
+
+@pytest.mark.parametrize("parser", [settings.build_training_parser("vae"),
+                                    settings.build_training_parser("ae"),
+                                    settings.build_analysis_parser()])
+def test_help_shows_each_default_once(parser, capsys):
+    for action in parser._actions:
+        if action.option_strings and action.nargs != 0:  # flags that take a value
+            assert action.help.count("default") == 1, action.option_strings
+    parser.print_help()
+    text = capsys.readouterr().out
+    assert text.count("(default:") == sum(
+        1 for action in parser._actions if action.option_strings and action.nargs != 0)
+
+
+def test_the_ae_has_no_reconstruction_weight_flag():
+    with pytest.raises(SystemExit):
+        settings.parse_training_flags("ae", ["--reconstruction-weight", "10"])
+
+
+def test_settings_round_trip_through_a_dict():
+    original = settings.TrainingSettings.defaults_for("ae")
+    original = dataclasses.replace(original, digits=[3], seed=4)
+    assert settings.TrainingSettings.from_dict(original.to_dict(), "ae", "x") == original
+
+
+def test_a_stored_dict_with_an_unknown_setting_is_refused_in_one_line():
+    with pytest.raises(settings.SettingsError, match="warp_factor.*without --resume"):
+        settings.TrainingSettings.from_dict({"warp_factor": 9}, "vae", "checkpoint.npz")
+
+
+def test_a_dict_from_before_the_dataclass_fills_in_the_defaults():
+    # The checkpoints of earlier versions stored these names only.
+    old = {"data": None, "train_limit": 256, "digits": None, "batch_size": 32,
+           "learning_rate": 5e-4, "lr_schedule": "constant", "latent_dim": 2,
+           "reconstruction_weight": 1000.0, "seed": 0, "precision": "float32"}
+    restored = settings.TrainingSettings.from_dict(old, "vae", "checkpoint.npz")
+    assert restored.train_limit == 256 and restored.epochs == settings.DEFAULT_EPOCHS["vae"]
+
+
+def test_resume_keeps_the_run_settings_and_takes_epochs_and_learning_rate():
+    saved = dataclasses.replace(settings.TrainingSettings.defaults_for("vae"), epochs=4, seed=3,
+                                latent_dim=5)
+    command_line, given = settings.parse_training_flags(
+        "vae", ["--resume", "--epochs", "9", "--learning-rate", "1e-4"])
+    resumed = settings.resumed_settings(saved, command_line, given)
+    assert (resumed.epochs, resumed.learning_rate, resumed.seed, resumed.latent_dim) == \
+        (9, 1e-4, 3, 5)
+    assert resumed.resume
+
+
+def test_resume_without_epochs_trains_to_the_run_own_target():
+    saved = dataclasses.replace(settings.TrainingSettings.defaults_for("vae"), epochs=40)
+    command_line, given = settings.parse_training_flags("vae", ["--resume"])
+    assert settings.resumed_settings(saved, command_line, given).epochs == 40
+
+
+def test_resume_refuses_a_flag_that_would_change_the_run():
+    saved = settings.TrainingSettings.defaults_for("vae")
+    command_line, given = settings.parse_training_flags("vae", ["--resume", "--latent-dim", "8"])
+    with pytest.raises(settings.SettingsError, match="--latent-dim"):
+        settings.resumed_settings(saved, command_line, given)
+    # The same value as the run's is no change.
+    command_line, given = settings.parse_training_flags("vae", ["--resume", "--latent-dim", "2"])
+    assert settings.resumed_settings(saved, command_line, given).latent_dim == 2
+
+
+@pytest.mark.parametrize("script", ["train_vae.py", "train_ae.py", "analysis.py",
+                                    "benchmarks/train_speed.py", "benchmarks/levers.py",
+                                    "benchmarks/one_class.py"])
+def test_help_is_answered_before_keras_loads(script):
+    # Runs the script's main with --help and reports whether Keras was imported.
+    probe = (f"import runpy, sys; sys.argv = [{script!r}, '--help']\n"
+             f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+             f"except SystemExit:\n    pass\n"
+             f"print('KERAS LOADED' if 'keras' in sys.modules else 'NO KERAS')")
+    finished = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert "usage:" in finished.stdout
+    assert finished.stdout.strip().endswith("NO KERAS"), finished.stdout[-300:]
