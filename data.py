@@ -11,6 +11,7 @@ import dataclasses
 import pathlib
 import zipfile
 
+import keras
 import numpy as np
 
 BUNDLED_MNIST = pathlib.Path(__file__).resolve().parent / "data" / "mnist-20k.npz"
@@ -120,8 +121,6 @@ def check_arrays(arrays, source):
 
 def load_keras_mnist():
     """Keras' MNIST as raw arrays, or None where it cannot be had (no cache, no network)."""
-    import keras  # imported here so that the data checks need no Keras
-
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()
     except Exception:  # any failure to fetch or read falls back to the bundled copy

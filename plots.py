@@ -8,6 +8,7 @@ digits 0..9, so 0 = purple, 1 = indigo, 2 = blue, 3 = cyan, 4 = sea green,
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 import atomic_files
 
@@ -141,8 +142,6 @@ def anomaly_histogram(normal_errors, anomalous_errors, threshold, title):
 
 def roc_curve(is_anomaly, scores, auroc, title):
     """The ROC curve of scoring anomalies by reconstruction error."""
-    from sklearn.metrics import roc_curve as sklearn_roc_curve
-
     false_positive_rate, true_positive_rate, _ = sklearn_roc_curve(is_anomaly, scores)
     figure, axis = plt.subplots(figsize=(5.5, 5.2))
     axis.plot(false_positive_rate, true_positive_rate, label=f"reconstruction error (AUROC {auroc:.3f})")

@@ -49,16 +49,15 @@ PROG = "levers.py"
 
 
 def _import_project():
-    """Puts the repository root on sys.path; returns the project's `data` and `settings`.
+    """Puts the repository root on sys.path; returns the project's `settings` module.
 
-    Both are light (no Keras), so the flags are parsed before Keras loads.
+    It is light (no Keras), so the flags are parsed before Keras loads.
     """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import data
     import settings
 
-    return data, settings
+    return settings
 
 
 def build_parser(settings):
@@ -87,7 +86,8 @@ def run_setting(setting, args):
     """Trains in this process as `setting` says; returns the measurement dict."""
     import keras
 
-    data, _ = _import_project()
+    _import_project()
+    import data
     import models
     import training
 
@@ -148,7 +148,7 @@ def _run_in_subprocess(setting, args):
 
 def main(argv=None):
     argv = sys.argv[1:] if argv is None else argv
-    data, settings = _import_project()
+    settings = _import_project()
     if argv[:1] == ["--worker"]:
         worker = argparse.ArgumentParser(prog=f"{PROG} --worker")
         worker.add_argument("--worker", choices=SETTINGS, required=True)

@@ -87,16 +87,15 @@ PROG = "train_speed.py"
 
 
 def _import_project():
-    """Puts the repository root on sys.path; returns the project's `data` and `settings`.
+    """Puts the repository root on sys.path; returns the project's `settings` module.
 
-    Both are light (no Keras), so the flags are parsed before Keras loads.
+    It is light (no Keras), so the flags are parsed before Keras loads.
     """
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    import data
     import settings
 
-    return data, settings
+    return settings
 
 
 def build_parser(settings):
@@ -510,8 +509,9 @@ def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if "--worker" in argv:
         return run_worker(argv)
-    data, settings = _import_project()
+    settings = _import_project()
     args = build_parser(settings).parse_args(argv)
+    import data  # Keras loads here, after the flags: --help answers at once
     args.variants = list(dict.fromkeys(args.variants))  # once each, in the order given
     args.data = str(pathlib.Path(args.data).resolve())
     try:

@@ -159,3 +159,36 @@ def test_ctrl_c_saves_says_how_to_resume_and_the_run_resumes(tiny_npz, tmp_path)
     assert config["settings"]["epochs"] == saved + 1 and config["training"]["resumed"]
     assert len(run_folder.read_history_csv(run_dir / "history.csv")["loss"]) == saved + 1
     assert not [path for path in run_dir.iterdir() if path.name.startswith(".tmp-")]
+
+
+OLD_CHECKPOINT_SETTINGS = ("data", "train_limit", "digits", "batch_size", "learning_rate",
+                           "lr_schedule", "latent_dim", "reconstruction_weight", "seed",
+                           "precision")
+
+
+def test_a_checkpoint_from_before_the_settings_dataclass_resumes(tiny_npz, tmp_path):
+    # Earlier versions stored only these settings in the checkpoint (training.SETTINGS).
+    run_dir = tmp_path / "run"
+    assert training.main("vae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1")) == 0
+    state, weights, optimizer_variables, rng_states = run_folder.read_checkpoint(
+        run_dir / run_folder.CHECKPOINT_FILE)
+    state["settings"] = {name: state["settings"][name] for name in OLD_CHECKPOINT_SETTINGS}
+    run_folder.write_checkpoint(run_dir / run_folder.CHECKPOINT_FILE, weights,
+                                optimizer_variables, rng_states, state)
+    assert training.main("vae", tiny_run_args(tiny_npz, run_dir, "--epochs", "2",
+                                              "--resume")) == 0
+    assert checkpoint_epoch(run_dir) == 2
+    config = json.loads((run_dir / run_folder.CONFIG_FILE).read_text())
+    assert config["settings"]["train_limit"] == 256 and config["settings"]["epochs"] == 2
+
+
+def test_a_resume_that_would_change_the_run_is_refused_and_leaves_it_untouched(
+        capsys, tiny_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1")) == 0
+    before = folder_digest(run_dir)
+    capsys.readouterr()
+    code = training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", "2", "--resume",
+                                             "--latent-dim", "7"))
+    assert_one_line_error(capsys, code, "--latent-dim")
+    assert folder_digest(run_dir) == before
