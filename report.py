@@ -125,8 +125,7 @@ def write_latent_figures(save, model, kind, test_images, test_labels, test_laten
              "manifold.png")
 
     if kind == "vae":
-        prior = np.random.default_rng(0).standard_normal((PRIOR_SAMPLES, model.latent_dim))
-        samples = model.decode(prior.astype("float32"), batch_size)
+        samples = model.sample(PRIOR_SAMPLES, seed=0, batch_size=batch_size)
         save(plots.image_rows(samples.reshape(4, PRIOR_SAMPLES // 4, 28, 28), [""] * 4,
                               f"VAE: {PRIOR_SAMPLES} digits decoded from z ~ N(0, I)"),
              "prior_samples.png")

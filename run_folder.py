@@ -25,6 +25,7 @@ import zipfile
 
 import numpy as np
 
+import losses
 import models
 import settings as run_settings
 from atomic_files import atomic_path, write_json, write_text  # noqa: F401 (part of this API)
@@ -132,8 +133,9 @@ def _upgrade_config(config):
     config = dict(config, settings={name: value for name, value in training.items()
                                     if name in names and value is not None})
     if config["model"] == "vae" and "reconstruction_weight" not in config["model_config"]:
-        config["model_config"] = dict(config["model_config"], reconstruction_weight=training.get(
-            "reconstruction_weight") or 1000.0)
+        stored_weight = training.get("reconstruction_weight")
+        config["model_config"] = dict(config["model_config"], reconstruction_weight=(
+            losses.DEFAULT_RECONSTRUCTION_WEIGHT if stored_weight is None else stored_weight))
     return config
 
 

@@ -1,6 +1,8 @@
 """Model builders: shapes, the Sampling layer, config round trips and save/reload."""
 
+import json
 import pathlib
+import shutil
 
 import keras
 import numpy as np
@@ -235,3 +237,14 @@ def test_a_keras_file_loads_with_keras_own_loader_and_keeps_its_methods(kind, tm
         np.testing.assert_array_equal(samples, reloaded.sample(5, seed=2))
     # The reloaded model trains on: its optimizer and loss came with it.
     reloaded.fit(images, batch_size=4, epochs=1, verbose=0)
+
+
+def test_a_legacy_vae_config_keeps_a_reconstruction_weight_of_zero(tmp_path):
+    # Old configs stored the weight only under "training"; 0 is a weight, not "missing".
+    run_dir = tmp_path / "vae"
+    shutil.copytree(LEGACY_RUNS / "vae", run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["training"]["reconstruction_weight"] = 0.0
+    (run_dir / "config.json").write_text(json.dumps(config))
+    model, _ = run_folder.load_model(run_dir)
+    assert model.reconstruction_weight == 0.0

@@ -1,7 +1,6 @@
 """The settings dataclass: flags in, config.json and checkpoint out, --resume back in."""
 
 import dataclasses
-import re
 import subprocess
 import sys
 
