@@ -45,7 +45,8 @@ class BatchNormalization(layers.BatchNormalization):
     def __init__(self, **kwargs):
         if not AVAILABLE:
             raise ValueError(f"the fused batch norm needs the TensorFlow backend, not "
-                             f"{keras.backend.backend()}: use batch_norm='keras' or 'auto'")
+                             f"{keras.backend.backend()}: use batch_norm 'auto' or 'keras' "
+                             f"(--batch-norm auto)")
         super().__init__(**kwargs)
 
     def _fused_kernel_applies(self, inputs, mask):

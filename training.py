@@ -229,7 +229,10 @@ def build_model(settings):
               "batch_norm": settings.batch_norm}
     if settings.model == "vae":
         config["reconstruction_weight"] = settings.reconstruction_weight
-    return models.build_model(settings.model, **config)
+    try:
+        return models.build_model(settings.model, **config)
+    except ValueError as error:  # e.g. --batch-norm fused under a backend without the kernel
+        raise run_settings.SettingsError(str(error)) from None
 
 
 def train(settings, given=frozenset(), callbacks=()):
@@ -271,10 +274,6 @@ def train(settings, given=frozenset(), callbacks=()):
         devices = keras.distribution.list_devices()
         keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
         print(f"data parallel over {len(devices)} devices: {', '.join(devices)}")
-    if settings.batch_norm == "fused" and keras.backend.backend() != "tensorflow":
-        raise run_settings.SettingsError(
-            f"--batch-norm fused needs the TensorFlow backend, not {keras.backend.backend()}: "
-            f"use --batch-norm auto")
     precision = resolve_precision(settings.precision)
     keras.mixed_precision.set_global_policy(precision)
     model = compile_model(build_model(settings),

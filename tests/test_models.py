@@ -11,6 +11,7 @@ import pytest
 import fused_batch_norm
 import models
 import run_folder
+import settings
 import training
 
 
@@ -248,3 +249,10 @@ def test_a_legacy_vae_config_keeps_a_reconstruction_weight_of_zero(tmp_path):
     (run_dir / "config.json").write_text(json.dumps(config))
     model, _ = run_folder.load_model(run_dir)
     assert model.reconstruction_weight == 0.0
+
+
+@pytest.mark.skipif(fused_batch_norm.AVAILABLE, reason="TensorFlow has the fused kernel")
+def test_asking_for_the_fused_batch_norm_without_tensorflow_is_a_one_line_user_error():
+    run_settings = settings.TrainingSettings(batch_norm="fused")
+    with pytest.raises(settings.SettingsError, match="--batch-norm auto"):
+        training.build_model(run_settings)
