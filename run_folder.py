@@ -28,13 +28,14 @@ import numpy as np
 import losses
 import models
 import settings as run_settings
-from atomic_files import atomic_path, write_json, write_text  # noqa: F401 (part of this API)
+from atomic_files import atomic_path, write_bytes, write_json, write_text  # noqa: F401 (API)
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.keras"
 WEIGHTS_FILE = "model.weights.h5"
 HISTORY_FILE = "history.csv"
 CHECKPOINT_FILE = "checkpoint.npz"
+WEIGHTS_FILE_IN_MODEL_ARCHIVE = "model.weights.h5"  # Keras' name inside a .keras zip
 
 
 class RunFolderError(ValueError):
@@ -75,11 +76,18 @@ def write_run(run_dir, model, config):
 
     The old config goes first and the new one last, so a folder with a
     config.json always holds the model that matches it.
+
+    The weights file is copied out of model.keras, which holds the same
+    `model.weights.h5`, rather than written by h5py: h5py writing to a full
+    disk prints tracebacks from its destructors besides raising, and a plain
+    file write fails with one `OSError`.
     """
     run_dir = pathlib.Path(run_dir)
     (run_dir / CONFIG_FILE).unlink(missing_ok=True)
-    save_weights(model, run_dir / WEIGHTS_FILE)
     save_model(model, run_dir / MODEL_FILE)
+    with zipfile.ZipFile(run_dir / MODEL_FILE) as archive:
+        weights = archive.read(WEIGHTS_FILE_IN_MODEL_ARCHIVE)
+    write_bytes(run_dir / WEIGHTS_FILE, weights)
     write_json(run_dir / CONFIG_FILE, config)
 
 

@@ -20,7 +20,8 @@ BATCH_NORMS = ("auto", "keras", "fused")
 LR_SCHEDULES = ("constant", "cosine")
 
 # What a resumed run takes from its command line; everything else comes from the run.
-RESUME_OVERRIDES = ("epochs", "learning_rate", "out", "verbose", "data_parallel", "resume")
+RESUME_OVERRIDES = ("epochs", "learning_rate", "out", "verbose", "data_parallel", "resume",
+                    "job_addresses", "num_processes", "process_id")
 
 
 class SettingsError(ValueError):
@@ -45,6 +46,9 @@ class TrainingSettings:
     precision: str = "auto"
     batch_norm: str = "auto"
     data_parallel: bool = False
+    job_addresses: str | None = None     # multi-process --data-parallel (see scale_out.py)
+    num_processes: int | None = None
+    process_id: int | None = None
     out: str = "runs/vae"
     resume: bool = False
     verbose: int = 1
@@ -96,13 +100,24 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text):
+def _integer(text):
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+
+
+def positive_int(text):
+    value = _integer(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def non_negative_int(text):
+    value = _integer(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more, got {value}")
     return value
 
 
@@ -180,7 +195,19 @@ def build_training_parser(model):
                              f"kernel, TensorFlow only. Same maths (default: {defaults.batch_norm})")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch over all of the backend's devices with "
-                             "keras.distribution.DataParallel (JAX backend only)")
+                             "keras.distribution.DataParallel, in this process or, with "
+                             "--num-processes, in several (JAX backend only)")
+    parser.add_argument("--job-addresses", metavar="HOST:PORT",
+                        help="with --data-parallel over several processes: the coordinator's "
+                             "address, the same in every process (default: "
+                             "$KERAS_DISTRIBUTION_JOB_ADDRESSES)")
+    parser.add_argument("--num-processes", type=positive_int, metavar="P",
+                        help="with --data-parallel: how many processes train together "
+                             "(default: $KERAS_DISTRIBUTION_NUM_PROCESSES, else 1)")
+    parser.add_argument("--process-id", type=non_negative_int, metavar="I",
+                        help="with --data-parallel: this process's number, 0 to P - 1; process 0 "
+                             "writes the run folder (default: $KERAS_DISTRIBUTION_PROCESS_ID, "
+                             "else 0)")
     parser.add_argument("--out", help=f"the run folder to write (default: {defaults.out})")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint, with its saved "

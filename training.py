@@ -17,35 +17,28 @@ import time
 import keras
 import numpy as np
 
+import atomic_files
 import data
+import faults
+import memory_estimate
 import models
 import plots
+import precision_policy
 import run_folder
+import run_lock
+import scale_out
 import settings as run_settings
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf  # for the autotuning-free input pipeline (see as_fit_data)
 
 
-def cpu_has_bfloat16():
-    """True where /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (Linux); False elsewhere."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = set(cpuinfo.read().split())
-    except OSError:
-        return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
-
-
 def resolve_precision(precision):
-    """The Keras dtype policy that `--precision` names; "auto" decides from the CPU.
-
-    Mixed bfloat16 trains about twice as fast as float32 on CPUs with bfloat16
-    instructions (README, Performance) and is emulated, slowly, on others.
-    """
+    """The Keras dtype policy that `--precision` names; "auto" decides from the device that
+    trains (see precision_policy.py)."""
     if precision != "auto":
         return precision
-    return "mixed_bfloat16" if cpu_has_bfloat16() else "float32"
+    return precision_policy.choose_precision(precision, precision_policy.training_device())
 
 
 def learning_rate_schedule(settings, train_images):
@@ -71,6 +64,8 @@ class RunRecorder(keras.callbacks.Callback):
 
     Both files are written atomically (a new file renamed over the old), so an
     interrupt never leaves a torn file: Keras' CSVLogger appends in place.
+    The checkpoint goes first: if its write fails (a full disk), history.csv
+    is not touched, so it never claims an epoch that the checkpoint lacks.
     An epoch whose loss is NaN or infinite is not recorded, so the checkpoint
     always holds the last good epoch.
 
@@ -78,13 +73,16 @@ class RunRecorder(keras.callbacks.Callback):
         out_dir: the run folder.
         history: the history so far ({name: [value per epoch]}), empty for a new run.
         settings: the run's settings, stored in the checkpoint for --resume.
+        writes_files: False in the processes of a multi-process run other than
+            process 0: they keep the history and write nothing.
     """
 
-    def __init__(self, out_dir, history, settings):
+    def __init__(self, out_dir, history, settings, writes_files=True):
         super().__init__()
         self.out_dir = pathlib.Path(out_dir)
         self.history = history
         self.settings = settings
+        self.writes_files = writes_files
 
     @property
     def epochs_done(self):
@@ -96,12 +94,14 @@ class RunRecorder(keras.callbacks.Callback):
             return
         for name, value in logs.items():
             self.history.setdefault(name, []).append(float(value))
-        run_folder.write_history_csv(self.out_dir / run_folder.HISTORY_FILE, self.history)
+        if not self.writes_files:
+            return
         run_folder.write_checkpoint(
             self.out_dir / run_folder.CHECKPOINT_FILE, self.model.get_weights(),
             [keras.ops.convert_to_numpy(variable) for variable in self.model.optimizer.variables],
             [keras.ops.convert_to_numpy(state) for state in rng_states(self.model)],
             {"epoch": self.epochs_done, "history": self.history, "settings": self.settings})
+        run_folder.write_history_csv(self.out_dir / run_folder.HISTORY_FILE, self.history)
 
 
 def rng_states(model):
@@ -136,18 +136,27 @@ class ShuffledImageStream(keras.utils.PyDataset):
 
     Args:
         images: float32 array, shape (N, 28, 28, 1).
-        batch_size: images per batch; the last batch of an epoch may be smaller.
+        batch_size: images per batch (the global batch, over all processes).
         seed: the run's seed.
         first_epoch: the epoch (0-based) that the stream starts with.
+        role: a `scale_out.ProcessRole`; each batch holds only this process's
+            share of the global batch. Default: the only process.
+        whole_batches: False: the last batch of an epoch may be smaller; True
+            (data-parallel runs, whose batches must split evenly over the
+            devices): each epoch reads `N // batch_size` full batches, and the
+            images left over in that epoch's order wait for a later epoch.
     """
 
-    def __init__(self, images, batch_size, seed, first_epoch=0):
+    def __init__(self, images, batch_size, seed, first_epoch=0, role=scale_out.ProcessRole(),
+                 whole_batches=False):
         super().__init__()
         self.images = images
         self.batch_size = batch_size
         self.seed = seed
         self.first_epoch = first_epoch
-        self.batches_per_epoch = math.ceil(len(images) / batch_size)
+        self.role = role
+        self.batches_per_epoch = (len(images) // batch_size if whole_batches
+                                  else math.ceil(len(images) / batch_size))
         self._epoch_order = (None, None)  # (epoch, permutation) of the last batch read
 
     @property
@@ -165,7 +174,8 @@ class ShuffledImageStream(keras.utils.PyDataset):
     def __getitem__(self, index):
         epoch_offset, step = divmod(index, self.batches_per_epoch)
         order = self.epoch_order(self.first_epoch + epoch_offset)
-        batch = self.images[order[step * self.batch_size:(step + 1) * self.batch_size]]
+        indices = order[step * self.batch_size:(step + 1) * self.batch_size]
+        batch = self.images[indices[self.role.share(len(indices))]]
         return batch, batch  # an autoencoder's target is its input
 
 
@@ -208,18 +218,21 @@ class ImageBatches(keras.utils.PyDataset):
     Args:
         images: float32 array, shape (N, 28, 28, 1).
         batch_size: images per batch; the last batch may be smaller.
+        role: a `scale_out.ProcessRole`; each batch holds only this process's share.
     """
 
-    def __init__(self, images, batch_size):
+    def __init__(self, images, batch_size, role=scale_out.ProcessRole()):
         super().__init__()
         self.images = images
         self.batch_size = batch_size
+        self.role = role
 
     def __len__(self):
         return math.ceil(len(self.images) / self.batch_size)
 
     def __getitem__(self, index):
         batch = self.images[index * self.batch_size:(index + 1) * self.batch_size]
+        batch = batch[self.role.share(len(batch))]
         return batch, batch
 
 
@@ -246,7 +259,9 @@ def train(settings, given=frozenset(), callbacks=()):
         callbacks: more Keras callbacks for `fit`, after the run's own (a
             benchmark's clock, say).
     """
-    out_dir = run_folder.prepare_output_folder(settings.out)
+    role = scale_out.process_role(settings)
+    out_dir = (run_folder.prepare_output_folder(settings.out) if role.writes_run_folder
+               else pathlib.Path(settings.out))
     history, checkpoint = {}, None
     if settings.resume:
         state, *checkpoint = run_folder.read_checkpoint(out_dir / run_folder.CHECKPOINT_FILE)
@@ -254,7 +269,10 @@ def train(settings, given=frozenset(), callbacks=()):
         saved = run_settings.TrainingSettings.from_dict(
             state["settings"], settings.model, out_dir / run_folder.CHECKPOINT_FILE)
         settings = run_settings.resumed_settings(saved, settings, given)
-        if settings.epochs <= state["epoch"]:
+        # A run stopped after its last epoch but before its run folder was written
+        # (a full disk, SIGTERM) resumes to write it.
+        finished = (out_dir / run_folder.CONFIG_FILE).is_file()
+        if settings.epochs < state["epoch"] or (settings.epochs == state["epoch"] and finished):
             raise run_folder.RunFolderError(
                 f"{out_dir} has already trained {state['epoch']} epochs: "
                 f"give --epochs above {state['epoch']} to train on")
@@ -264,30 +282,29 @@ def train(settings, given=frozenset(), callbacks=()):
         dataset.x_train, dataset.y_train, settings.train_limit, settings.digits)
     print(dataset.describe() + f"; training on {len(train_images):,}"
           + (f" images of digits {sorted(set(settings.digits))}" if settings.digits else " images"))
+    memory_estimate.refuse_if_too_big(settings, len(train_images), train_images.shape[1:])
 
     keras.utils.set_random_seed(settings.seed)
+    devices = 1
     if settings.data_parallel:
-        if keras.backend.backend() != "jax":
-            raise run_folder.RunFolderError(
-                f"--data-parallel needs the JAX backend, not {keras.backend.backend()}: "
-                f"run with KERAS_BACKEND=jax")
-        devices = keras.distribution.list_devices()
-        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=devices))
-        print(f"data parallel over {len(devices)} devices: {', '.join(devices)}")
+        devices = scale_out.start_data_parallel(role, settings.batch_size, len(train_images))
     precision = resolve_precision(settings.precision)
     keras.mixed_precision.set_global_policy(precision)
     model = compile_model(build_model(settings),
                           learning_rate_schedule(settings, len(train_images)))
     if checkpoint:
         restore_checkpoint(model, *checkpoint)
-    recorder = RunRecorder(out_dir, history, settings.to_dict())
+    recorder = RunRecorder(out_dir, history, settings.to_dict(), role.writes_run_folder)
     print(f"{settings.model.upper()}: {settings.epochs} epochs, batch {settings.batch_size}, "
           f"learning rate {settings.learning_rate:g} ({settings.lr_schedule}), "
           f"latent {settings.latent_dim}, {precision}, backend {keras.backend.backend()}")
     started = time.perf_counter()
     first_epoch = recorder.epochs_done
-    stream = ShuffledImageStream(train_images, settings.batch_size, settings.seed, first_epoch)
-    test_batches = ImageBatches(dataset.x_test, max(settings.batch_size, 256))
+    stream = ShuffledImageStream(train_images, settings.batch_size, settings.seed, first_epoch,
+                                 role, whole_batches=settings.data_parallel)
+    # Every batch must split evenly over the devices: drop the last few test images if not.
+    test_images = dataset.x_test[:len(dataset.x_test) - len(dataset.x_test) % devices]
+    test_batches = ImageBatches(test_images, max(settings.batch_size, 256), role)
     # shuffle=False: the stream shuffles itself; Keras would also reorder its batches.
     model.fit(as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch, shuffle=False,
               initial_epoch=first_epoch, epochs=settings.epochs,
@@ -314,10 +331,14 @@ def train(settings, given=frozenset(), callbacks=()):
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
     }
-    run_folder.write_run(out_dir, model, config)
+    final = {name: values[-1] for name, values in recorder.history.items()}
+    if not role.writes_run_folder:
+        print(f"process {role.index} of {role.count} done; process 0 writes {out_dir}")
+        return out_dir
+    # The loss curve before the run: a folder with config.json has every file.
     plots.save(plots.loss_curve(recorder.history, f"{settings.model.upper()} training on "
                                 f"{len(train_images):,} images"), out_dir / "loss_curve.png")
-    final = {name: values[-1] for name, values in recorder.history.items()}
+    run_folder.write_run(out_dir, model, config)
     print(f"saved {out_dir}: {settings.epochs} epochs, {wall_seconds} s"
           + (" this session" if settings.resume else "") + "; "
           + ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items())))
@@ -334,6 +355,10 @@ def run_reporting_user_errors(prog, work, *args):
     except USER_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
+    except atomic_files.WriteError as error:
+        print(f"{prog}: error: {error}: free space or fix the folder, then run again",
+              file=sys.stderr)
+        return faults.EXIT_WRITE_FAILED
     return 0
 
 
@@ -348,20 +373,23 @@ def run(settings, given=frozenset()):
     prog = f"train_{settings.model}.py"
     plots.set_headless()
     try:
-        train(settings, given)
+        # Process 0 alone holds the folder; the others of a multi-process run write nothing.
+        holds_folder = scale_out.process_role(settings).writes_run_folder
+        with faults.sigterm_as_interrupt(), run_lock.hold_run_folder(settings.out, holds_folder):
+            train(settings, given)
     except USER_ERRORS as error:
         print(f"{prog}: error: {error}", file=sys.stderr)
         return 2
     except TrainingStopped as error:
         print(f"{prog}: stopped: {error}", file=sys.stderr)
         return 3
+    except atomic_files.WriteError as error:
+        print(faults.stopped_line(prog, settings.out, f"error: {error}"), file=sys.stderr)
+        return faults.EXIT_WRITE_FAILED
+    except faults.Terminated:
+        print(faults.stopped_line(prog, settings.out, "terminated (SIGTERM)"), file=sys.stderr)
+        return faults.EXIT_TERMINATED
     except KeyboardInterrupt:
-        checkpoint = pathlib.Path(settings.out) / run_folder.CHECKPOINT_FILE
-        if checkpoint.is_file():
-            print(f"{prog}: interrupted; the last finished epoch is saved in {checkpoint}: "
-                  f"continue with python {prog} --out {settings.out} --resume", file=sys.stderr)
-        else:
-            print(f"{prog}: interrupted before the first epoch finished; "
-                  f"nothing was saved: train again", file=sys.stderr)
-        return 130
+        print(faults.stopped_line(prog, settings.out, "interrupted"), file=sys.stderr)
+        return faults.EXIT_INTERRUPTED
     return 0
