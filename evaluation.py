@@ -11,11 +11,21 @@ from sklearn.neighbors import KNeighborsClassifier
 ANOMALY_PERCENTILE = 99.0
 
 
+class MetricUndefined(ValueError):
+    """A metric has no value on these data (one class, too few images); the message says why."""
+
+
 def knn_accuracy(train_latents, train_labels, test_latents, test_labels, neighbours=5):
     """Test accuracy of a k-nearest-neighbour digit classifier fitted on training latents.
 
     A high value means that images of one digit sit together in latent space.
+
+    Raises:
+        MetricUndefined: with fewer training images than `neighbours`.
     """
+    if len(train_latents) < neighbours:
+        raise MetricUndefined(f"needs at least {neighbours} training images, "
+                              f"got {len(train_latents)}")
     classifier = KNeighborsClassifier(n_neighbors=neighbours)
     classifier.fit(train_latents, train_labels)
     return float(classifier.score(test_latents, test_labels))
@@ -25,7 +35,15 @@ def silhouette(latents, labels):
     """Mean silhouette coefficient of the latents grouped by digit, in [-1, 1].
 
     Near 1: tight, well separated digit clusters; near 0: overlapping ones.
+
+    Raises:
+        MetricUndefined: unless there are 2 or more digits, and more images than digits.
     """
+    classes = len(np.unique(labels))
+    if not 2 <= classes < len(labels):
+        raise MetricUndefined(f"needs 2 or more digits in the test set and more images than "
+                              f"digits; it has {classes} digit{'s' if classes != 1 else ''} "
+                              f"in {len(labels)} image{'s' if len(labels) != 1 else ''}")
     return float(silhouette_score(latents, labels, metric="euclidean"))
 
 
@@ -49,11 +67,15 @@ def anomaly_report(train_errors, test_errors, test_labels, normal_digits,
         `threshold_percentile`, `precision` and `recall` of "error above the
         threshold" on the test set, and the counts of normal and anomalous
         test images.
+
+    Raises:
+        MetricUndefined: unless the test set has both normal and anomalous digits.
     """
     test_labels = np.asarray(test_labels)
     is_anomaly = ~np.isin(test_labels, list(normal_digits))
     if is_anomaly.all() or not is_anomaly.any():
-        raise ValueError("the test set needs both normal and anomalous digits to score anomalies")
+        raise MetricUndefined("needs both trained and unseen digits in the test set; it has only "
+                              + ("unseen" if is_anomaly.all() else "trained") + " digits")
     threshold = float(np.percentile(train_errors, percentile))
     flagged = test_errors > threshold
     normal = ~is_anomaly

@@ -29,6 +29,13 @@ ACTIVATION_COPIES = 1  # forward values kept for the backward pass (gradients co
 GIB = 1024 ** 3
 
 
+def readable_size(size):
+    """'28.1 GiB', '87 MiB': a byte count for a person."""
+    if size >= GIB:
+        return f"{size / GIB:,.1f} GiB"
+    return f"{size / 1024 ** 2:,.0f} MiB"
+
+
 def parameter_count(kind, latent_dim, image_shape=models.IMAGE_SHAPE,
                     encoder_filters=models.ENCODER_FILTERS,
                     decoder_filters=models.DECODER_FILTERS):
@@ -124,5 +131,5 @@ def refuse_if_too_big(settings, train_images, image_shape=models.IMAGE_SHAPE, av
     parameters = parameter_count(settings.model, settings.latent_dim, image_shape)
     raise run_settings.SettingsError(
         f"--latent-dim {settings.latent_dim} with --batch-size {settings.batch_size} needs about "
-        f"{needed / GIB:,.1f} GiB of memory to train ({parameters:,} weights), but "
-        f"{available / GIB:,.1f} GiB is available: lower --latent-dim or --batch-size")
+        f"{readable_size(needed)} of memory to train ({parameters:,} weights), but "
+        f"{readable_size(available)} is available: lower --latent-dim or --batch-size")

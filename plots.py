@@ -74,6 +74,25 @@ def latent_scatter(latents, labels, title, axis_names=("z[0]", "z[1]")):
     return figure
 
 
+def latent_strip(values, labels, title, axis_name="z[0]"):
+    """Test images' 1-D latent codes as one strip of dots per digit, coloured as in the scatter.
+
+    Each dot sits at its code on the x axis and in its digit's row, spread a
+    little up and down at random so that dots on top of each other show.
+    """
+    figure, axis = plt.subplots(figsize=(7.5, 5.5))
+    colors = digit_colors()
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(labels))
+    axis.scatter(values, labels + jitter, c=colors[labels], s=3, alpha=0.6, linewidths=0)
+    axis.set_yticks(range(10))
+    axis.set_ylim(-0.6, 9.6)
+    axis.set_xlabel(axis_name)
+    axis.set_ylabel("digit")
+    axis.set_title(title)
+    axis.grid(alpha=0.3, axis="x")
+    return figure
+
+
 def image_rows(rows, row_titles, title, column_titles=None, cell_titles=None):
     """A grid of images: one row per entry of `rows`, each of shape (columns, 28, 28[, 1]).
 

@@ -91,11 +91,14 @@ def write_latent_figures(save, model, kind, test_images, test_labels, test_laten
     name = kind.upper()
     if trained_digits:  # say so, or a scatter of mixed-up unseen digits looks like a bug
         name += f" (trained on digits {' '.join(str(digit) for digit in trained_digits)} only)"
-    points, axis_names, projection = two_dimensional(test_latents)
-    save(plots.latent_scatter(points, test_labels,
-                              f"{name}: latent {'means' if kind == 'vae' else 'codes'} of "
-                              f"{len(test_labels):,} test digits{projection}", axis_names),
-         "latent_scatter.png")
+    title = (f"{name}: latent {'means' if kind == 'vae' else 'codes'} of "
+             f"{len(test_labels):,} test digits")
+    if test_latents.shape[1] == 1:  # nothing to project: one strip of codes per digit
+        save(plots.latent_strip(test_latents[:, 0], test_labels, title), "latent_scatter.png")
+    else:
+        points, axis_names, projection = two_dimensional(test_latents)
+        save(plots.latent_scatter(points, test_labels, title + projection, axis_names),
+             "latent_scatter.png")
 
     examples = slice(0, RECONSTRUCTION_EXAMPLES)
     save(plots.image_rows([test_images[examples], model.decode(test_latents[examples], batch_size)],
@@ -185,9 +188,15 @@ def analyse(args):
                                               len(dataset.x_train)))
     train_latents = model.encode(train_images, args.batch_size)    # (N_train, latent_dim)
     test_latents = model.encode(dataset.x_test, args.batch_size)   # (N_test, latent_dim)
-    metrics["knn5_accuracy"] = evaluation.knn_accuracy(train_latents, train_labels, test_latents,
-                                                       dataset.y_test)
-    metrics["silhouette"] = evaluation.silhouette(test_latents, dataset.y_test)
+    left_out = {}  # {metric: why it has no value on these data}
+    for name, score in (
+            ("knn5_accuracy", lambda: evaluation.knn_accuracy(train_latents, train_labels,
+                                                              test_latents, dataset.y_test)),
+            ("silhouette", lambda: evaluation.silhouette(test_latents, dataset.y_test))):
+        try:
+            metrics[name] = score()
+        except evaluation.MetricUndefined as why:
+            left_out[name] = str(why)
 
     write_latent_figures(save, model, kind, dataset.x_test, dataset.y_test, test_latents,
                          endpoints, args.batch_size, settings.digits)
@@ -203,15 +212,21 @@ def analyse(args):
     if normal_digits:
         normal_images, _ = data.select_training_images(train_images, train_labels,
                                                        digits=normal_digits)
-        anomaly = anomaly_section(save, model, kind, normal_images, normal_digits, dataset.x_test,
-                                  dataset.y_test, args.batch_size)
-        metrics.update(anomaly)
+        try:
+            metrics.update(anomaly_section(save, model, kind, normal_images, normal_digits,
+                                           dataset.x_test, dataset.y_test, args.batch_size))
+        except evaluation.MetricUndefined as why:
+            left_out["anomaly scores (auroc, precision, recall and their figures)"] = str(why)
+    if left_out:
+        metrics["left_out"] = left_out
 
     run_folder.write_json(run_dir / "metrics.json", metrics)
     save.written.append("metrics.json")
     print(", ".join(f"{key} {value:.4g}" for key, value in metrics.items()
                     if isinstance(value, float)))
-    if normal_digits:
+    if left_out:
+        print("left out: " + "; ".join(f"{name} ({why})" for name, why in left_out.items()))
+    if "auroc_per_digit" in metrics:
         print("AUROC per unseen digit: " + ", ".join(
             f"{digit}: {value:.3f}" for digit, value in metrics["auroc_per_digit"].items()))
     print(f"wrote {', '.join(save.written)} into {run_dir}")

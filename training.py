@@ -335,7 +335,9 @@ def train(settings, given=frozenset(), callbacks=()):
     if not role.writes_run_folder:
         print(f"process {role.index} of {role.count} done; process 0 writes {out_dir}")
         return out_dir
-    # The loss curve before the run: a folder with config.json has every file.
+    # Unfinished until write_run writes config.json last: a write that fails on the way
+    # leaves a folder that --resume completes.
+    (out_dir / run_folder.CONFIG_FILE).unlink(missing_ok=True)
     plots.save(plots.loss_curve(recorder.history, f"{settings.model.upper()} training on "
                                 f"{len(train_images):,} images"), out_dir / "loss_curve.png")
     run_folder.write_run(out_dir, model, config)

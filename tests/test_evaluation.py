@@ -56,7 +56,7 @@ def test_reversed_scores_give_auroc_zero_and_threshold_from_training_errors():
 
 
 def test_anomaly_report_needs_both_classes():
-    with pytest.raises(ValueError, match="both normal and anomalous"):
+    with pytest.raises(evaluation.MetricUndefined, match="both trained and unseen digits"):
         evaluation.anomaly_report(np.ones(3), np.ones(3), np.array([1, 1, 1]), [1])
 
 
