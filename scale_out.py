@@ -138,3 +138,15 @@ def start_data_parallel(role, batch_size, train_images):
           + (f" (this is process {role.index})" if role.count > 1 else "")
           + f": {', '.join(devices)}", flush=True)
     return len(devices)
+
+
+def stop_data_parallel():
+    """Ends the distribution, so that process 0 can save the model on its own.
+
+    Saving a model creates throwaway variables (Keras builds a blank optimizer
+    to learn which attributes to skip). Under a multi-process distribution
+    each new variable is a collective operation that the other processes never
+    join, and process 0 would wait for them forever. The trained weights are
+    replicated on every device, so each process can read them without help.
+    """
+    keras.distribution.set_distribution(None)

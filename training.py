@@ -332,6 +332,8 @@ def train(settings, given=frozenset(), callbacks=()):
         "keras_version": keras.__version__,
     }
     final = {name: values[-1] for name, values in recorder.history.items()}
+    if settings.data_parallel:
+        scale_out.stop_data_parallel()
     if not role.writes_run_folder:
         print(f"process {role.index} of {role.count} done; process 0 writes {out_dir}")
         return out_dir

@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+import scale_out
+import settings as run_settings
 import training
 from conftest import REPO, tiny_run_args
 from test_scripts import assert_one_line_error
@@ -50,3 +52,25 @@ def test_data_parallel_needs_jax(capsys, tiny_npz, tmp_path):
         pytest.skip("this process runs JAX")
     code = training.main("vae", tiny_run_args(tiny_npz, tmp_path / "run", "--data-parallel"))
     assert_one_line_error(capsys, code, "--data-parallel needs the JAX backend")
+
+
+def test_process_roles_come_from_flags_or_keras_environment_variables():
+    def role(environ=None, **flags):
+        settings = run_settings.TrainingSettings(**flags)
+        return scale_out.process_role(settings, environ or {})
+
+    assert role() == role(data_parallel=True) == scale_out.ProcessRole(0, 1, None)
+    environ = {"KERAS_DISTRIBUTION_JOB_ADDRESSES": "10.0.0.1:1234",
+               "KERAS_DISTRIBUTION_NUM_PROCESSES": "4", "KERAS_DISTRIBUTION_PROCESS_ID": "3"}
+    assert role(environ) == scale_out.ProcessRole()  # no --data-parallel: the variables wait
+    from_environment = role(environ, data_parallel=True)
+    assert from_environment == scale_out.ProcessRole(3, 4, "10.0.0.1:1234")
+    assert not from_environment.writes_run_folder
+    assert role(environ, data_parallel=True, process_id=0).writes_run_folder  # flags win
+    assert from_environment.share(32) == slice(24, 32)
+    for flags, message in (({"num_processes": 2}, "only apply to --data-parallel"),
+                           ({"data_parallel": True, "num_processes": 2}, "--job-addresses"),
+                           ({"data_parallel": True, "num_processes": 2, "process_id": 2,
+                             "job_addresses": "h:1"}, "not one of 0..1")):
+        with pytest.raises(run_settings.SettingsError, match=message):
+            role(**flags)
