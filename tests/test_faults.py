@@ -11,6 +11,7 @@ import time
 
 import pytest
 
+import analysis
 import atomic_files
 import memory_estimate
 import models
@@ -78,6 +79,27 @@ def test_a_failed_write_anywhere_is_one_line_and_keeps_the_checkpoint(
         model, config = run_folder.load_model(run_dir)
         assert history_epochs(run_dir) == checkpoint_epoch(run_dir) == 2
         assert config["settings"].epochs == 2
+
+
+def test_a_failed_write_in_analysis_is_one_line(capfd, monkeypatch, tmp_path, trained_runs):
+    run_dir = tmp_path / "ae"
+    shutil.copytree(trained_runs / "ae", run_dir)
+    replace = os.replace
+
+    def replace_failing_with_eio(source, target):
+        if os.path.basename(target) == "metrics.json":
+            raise OSError(errno.EIO, os.strerror(errno.EIO), str(source))
+        return replace(source, target)
+
+    metrics = run_dir / "metrics.json"  # other tests may have analysed the shared run before
+    before = metrics.read_bytes() if metrics.exists() else None
+    monkeypatch.setattr(atomic_files.os, "replace", replace_failing_with_eio)
+    capfd.readouterr()
+    code = analysis.main([str(run_dir)])
+    line = one_stderr_line(capfd.readouterr())
+    assert code == 74
+    assert f"could not write {run_dir / 'metrics.json'} (Input/output error)" in line
+    assert (metrics.read_bytes() if metrics.exists() else None) == before
 
 
 @pytest.fixture

@@ -1,0 +1,41 @@
+"""--precision auto decides from the device that trains."""
+
+import keras
+import pytest
+
+import precision_policy
+import training
+from precision_policy import TrainingDevice, choose_precision
+
+
+@pytest.mark.parametrize("device, expected", [
+    (TrainingDevice("gpu", (9, 0)), "mixed_bfloat16"),           # H100
+    (TrainingDevice("gpu", (8, 0)), "mixed_bfloat16"),           # A100
+    (TrainingDevice("gpu", (7, 5)), "mixed_float16"),            # T4, RTX 20xx
+    (TrainingDevice("gpu", (7, 0)), "mixed_float16"),            # V100
+    (TrainingDevice("gpu", (6, 1)), "float32"),                  # P4, GTX 10xx: no tensor cores
+    (TrainingDevice("gpu", None), "float32"),                    # capability unknown
+    (TrainingDevice("gpu", (8, 6), cpu_bfloat16=False), "mixed_bfloat16"),  # the CPU is not asked
+    (TrainingDevice("cpu", cpu_bfloat16=True), "mixed_bfloat16"),
+    (TrainingDevice("cpu", cpu_bfloat16=False), "float32"),
+    (TrainingDevice("other"), "float32"),
+])
+def test_auto_precision_follows_the_training_device(device, expected):
+    assert choose_precision("auto", device) == expected
+
+
+@pytest.mark.parametrize("precision", ["float32", "mixed_float16", "mixed_bfloat16"])
+def test_a_named_precision_is_kept_on_every_device(precision):
+    for device in (TrainingDevice("gpu", (9, 0)), TrainingDevice("cpu", cpu_bfloat16=True)):
+        assert choose_precision(precision, device) == precision
+    assert training.resolve_precision(precision) == precision
+
+
+def test_the_training_device_is_the_backends_first_device():
+    device = precision_policy.training_device()
+    first = keras.distribution.list_devices()[0].split(":")[0].lower()
+    assert device.kind == ("gpu" if first in ("gpu", "cuda") else first)
+    if device.kind == "cpu":
+        assert device.cpu_bfloat16 == precision_policy.cpu_has_bfloat16()
+        assert training.resolve_precision("auto") == (
+            "mixed_bfloat16" if device.cpu_bfloat16 else "float32")
