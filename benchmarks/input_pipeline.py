@@ -24,18 +24,6 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _import_project():
-    """Puts the repository root on sys.path; returns the project's `settings` module.
-
-    It is light (no Keras), so the flags are parsed before Keras loads.
-    """
-    if str(REPO) not in sys.path:
-        sys.path.insert(0, str(REPO))
-    import settings
-
-    return settings
-
-
 def build_parser(settings):
     parser = settings.OneLineParser(
         prog="input_pipeline.py",
@@ -67,7 +55,10 @@ def seconds_per_batch(fit_data, batches, warm_up):
 
 def main(argv=None):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    settings = _import_project()
+    if str(REPO) not in sys.path:  # the project's modules; settings loads no Keras
+        sys.path.insert(0, str(REPO))
+    import settings
+
     args = build_parser(settings).parse_args(argv)
     import data  # Keras loads here, after the flags: --help answers at once
     import keras

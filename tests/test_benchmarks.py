@@ -176,3 +176,16 @@ def test_lever_benchmark_refuses_an_unknown_setting(capsys):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--settings" in lines[0]
+
+
+def test_input_pipeline_benchmark_times_the_training_stream(small_npz, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "input_pipeline", REPO / "benchmarks" / "input_pipeline.py")
+    input_pipeline = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(input_pipeline)
+    seconds = input_pipeline.main(["--data", str(small_npz), "--train-limit", "40",
+                                   "--batch-sizes", "8", "16", "--batches", "12", "--warm-up", "2"])
+    assert set(seconds) == {8, 16} and all(value > 0 for value in seconds.values())
+    rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 8 |")
+            or line.startswith("| 16 |")]
+    assert len(rows) == 2
