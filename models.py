@@ -282,7 +282,7 @@ class _Autoencoder(keras.Model):
         """Deterministic reconstructions: the decoded latent means (VAE) or codes (AE)."""
         return self.decode(self.encode(images, batch_size), batch_size)
 
-    def recompute_batch_norm_statistics(self, images, batch_size=256):
+    def recompute_batch_norm_statistics(self, images, batch_size=256, seed=0):
         """Sets each batch-norm layer's moving mean and variance from `images`, for the final weights.
 
         Training leaves moving averages (momentum 0.99) that lag the weights, so a
@@ -294,15 +294,20 @@ class _Autoencoder(keras.Model):
         Args:
             images: shape `(N, *image_shape)`, normally the training images.
             batch_size: images per batch of the pass.
+            seed: seed of the order in which the images are batched.
         """
         norms = [layer for part in (self.encoder, self.decoder) for layer in part.layers
                  if isinstance(layer, layers.BatchNormalization)]
         momenta = [layer.momentum for layer in norms]
+        # Batches in a random order: images sorted by class (an image folder, say) would
+        # give per-class statistics, whose mean is not the statistics of the data.
+        order = np.random.default_rng(seed).permutation(len(images))
         try:
             for batch_index, start in enumerate(range(0, len(images), batch_size)):
                 for layer in norms:
                     layer.momentum = batch_index / (batch_index + 1)
-                self(np.asarray(images[start:start + batch_size], dtype="float32"), training=True)
+                batch = np.asarray(images[order[start:start + batch_size]], dtype="float32")
+                self(batch, training=True)
         finally:
             for layer, momentum in zip(norms, momenta):
                 layer.momentum = momentum
