@@ -320,29 +320,32 @@ def load_image_folder(folder, image_size=None, color_mode="auto", validation_spl
         if not test_files:
             raise DataError(f"{folder / 'test'} holds no images: put test images in it, or "
                             f"move train/'s contents up and use --validation-split")
-        count = len(train_files)
-        x_train, x_test = images[:count], images[count:]
-        y_train, y_test = (labels[:count], labels[count:]) if labels is not None else (None, None)
+        # Files come class by class; a seeded shuffle makes "the first N images"
+        # (--train-limit, the figures' examples) a mix of classes, as in MNIST.
+        rng = np.random.default_rng(seed)
+        train_indices = rng.permutation(len(train_files))
+        test_indices = len(train_files) + rng.permutation(len(test_files))
     else:
-        x_train, x_test, y_train, y_test = split_held_out(images, labels, validation_split, seed,
-                                                          folder)
+        train_indices, test_indices = split_held_out(labels, len(images), validation_split, seed,
+                                                     folder)
+
+    def pick(indices):
+        return images[indices], (labels[indices] if labels is not None else None)
+
+    (x_train, y_train), (x_test, y_test) = pick(train_indices), pick(test_indices)
     return Dataset(x_train, y_train, x_test, y_test, source, class_names, image_colormap="gray")
 
 
-def split_held_out(images, labels, fraction, seed, folder):
-    """Holds out a seeded `fraction` of the images as the test set, stratified by class."""
-    if not 0.0 < fraction < 1.0 or round(len(images) * fraction) < 1 \
-            or round(len(images) * (1 - fraction)) < 1:
+def split_held_out(labels, count, fraction, seed, folder):
+    """Indices of the training and the held-out test images: a seeded `fraction` of `count`,
+    stratified by class, each set in a seeded random order."""
+    if not 0.0 < fraction < 1.0 or round(count * fraction) < 1 or round(count * (1 - fraction)) < 1:
         raise DataError(f"{folder} has no train/ and test/ subfolders, so --validation-split "
-                        f"must hold out at least one of its {len(images)} images and keep one: "
+                        f"must hold out at least one of its {count} images and keep one: "
                         f"give a fraction between 0 and 1, such as 0.1")
-    indices = np.arange(len(images))
     stratify = labels if labels is not None and np.bincount(labels).min() >= 2 else None
-    train_indices, test_indices = train_test_split(indices, test_size=fraction, random_state=seed,
-                                                   stratify=stratify)
-    train_indices, test_indices = np.sort(train_indices), np.sort(test_indices)
-    pick = (lambda chosen: labels[chosen]) if labels is not None else (lambda chosen: None)
-    return images[train_indices], images[test_indices], pick(train_indices), pick(test_indices)
+    return train_test_split(np.arange(count), test_size=fraction, random_state=seed,
+                            stratify=stratify)
 
 
 # --- .npz files and Keras datasets -------------------------------------------------------------

@@ -134,11 +134,11 @@ def csv_text(sources, errors, threshold, is_anomaly):
     return buffer.getvalue()
 
 
-def montage(images, reconstructions, errors, is_anomaly, colormap, title):
+def montage(model, images, errors, is_anomaly, colormap, title):
     """The most anomalous inputs (highest error) over their reconstructions."""
     order = np.argsort(errors)[::-1][:MONTAGE_IMAGES]
     return plots.image_rows(
-        [images[order], reconstructions[order]], ["input", "reconstruction"], title,
+        [images[order], model.reconstruct(images[order])], ["input", "reconstruction"], title,
         [f"{errors[index]:.4f}" + ("\nanomaly" if is_anomaly[index] else "") for index in order],
         colormap=colormap)
 
@@ -156,10 +156,9 @@ def detect(args):
     text = csv_text(sources, errors, threshold, is_anomaly)
     if args.montage:
         colormap = config.get("data", {}).get("image_colormap", plots.IMAGE_COLORMAP)
-        plots.save(montage(images, model.reconstruct(images, args.batch_size), errors, is_anomaly,
-                           colormap, f"{len(images):,} inputs: the {min(MONTAGE_IMAGES, len(images))}"
-                                     f" with the highest reconstruction error (threshold "
-                                     f"{threshold:.4f})"),
+        plots.save(montage(model, images, errors, is_anomaly, colormap,
+                           f"{len(images):,} inputs: the {min(MONTAGE_IMAGES, len(images))} with "
+                           f"the highest reconstruction error (threshold {threshold:.4f})"),
                    args.montage)
     if args.out:
         run_folder.write_text(args.out, text)

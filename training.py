@@ -260,6 +260,24 @@ def training_images(settings, dataset, limit_given=True):
         len(dataset.class_names) if dataset.labelled else 0)
 
 
+def set_anomaly_threshold(model, train_images, percentile):
+    """Stores in `model` the threshold detect.py uses: a percentile of the training errors.
+
+    The errors are those of the saved model as detect.py and analysis.py load
+    it, in float32, whatever precision trained it.
+    """
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        saved = models.build_model(model.__class__.__name__.lower(), **model.get_config())
+        saved.set_weights(model.get_weights())
+        threshold = saved.set_anomaly_threshold(train_images, percentile)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    model.anomaly_threshold, model.threshold_percentile = threshold, saved.threshold_percentile
+    return threshold
+
+
 def train(settings, given=frozenset(), callbacks=()):
     """Trains one model as `settings` say and writes its run folder. Returns the folder.
 
@@ -343,8 +361,7 @@ def train(settings, given=frozenset(), callbacks=()):
     # weights, not the lagging moving averages of training.
     model.recompute_batch_norm_statistics(train_images)
     wall_seconds = round(time.perf_counter() - started, 1)
-    # The threshold detect.py uses: a high percentile of the training images' errors.
-    threshold = model.set_anomaly_threshold(train_images, settings.threshold_percentile)
+    threshold = set_anomaly_threshold(model, train_images, settings.threshold_percentile)
 
     config = {
         "model": settings.model,

@@ -42,6 +42,8 @@ def build_parser():
                         help="the digits the AE trains on; the others are the anomalies")
     parser.add_argument("--epochs", type=settings.positive_int, default=None,
                         help="training epochs (default: train_ae.py's default)")
+    parser.add_argument("--train-limit", type=settings.positive_int, default=10000,
+                        help="write the normal digits among the first N training images")
     parser.add_argument("--test-limit", type=settings.positive_int, default=10000,
                         help="how many test images to write and score")
     parser.add_argument("--out", default="runs/detect_example",
@@ -49,7 +51,7 @@ def build_parser():
     return parser
 
 
-def write_png_folders(folder, normal, test_limit):
+def write_png_folders(folder, normal, train_limit, test_limit):
     """The bundled MNIST as PNG files in the train/<digit>, test/<digit> layout."""
     import numpy as np
     from PIL import Image
@@ -58,8 +60,9 @@ def write_png_folders(folder, normal, test_limit):
 
     with np.load(data.BUNDLED_MNIST) as archive:
         arrays = {key: archive[key] for key in data.NPZ_KEYS}
-    keep = np.isin(arrays["y_train"], normal)
-    for split, images, labels in (("train", arrays["x_train"][keep], arrays["y_train"][keep]),
+    keep = np.isin(arrays["y_train"][:train_limit], normal)
+    for split, images, labels in (("train", arrays["x_train"][:train_limit][keep],
+                                   arrays["y_train"][:train_limit][keep]),
                                   ("test", arrays["x_test"][:test_limit],
                                    arrays["y_test"][:test_limit])):
         for index, (image, label) in enumerate(zip(images, labels)):
@@ -86,7 +89,8 @@ def main(argv=None):
     out = pathlib.Path(args.out)
     folder = out / "mnist_png"
     if not folder.is_dir():
-        train_count, test_count = write_png_folders(folder, args.normal, args.test_limit)
+        train_count, test_count = write_png_folders(folder, args.normal, args.train_limit,
+                                                    args.test_limit)
     else:
         train_count = sum(1 for _ in (folder / "train").rglob("*.png"))
         test_count = sum(1 for _ in (folder / "test").rglob("*.png"))

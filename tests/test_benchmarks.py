@@ -1,5 +1,6 @@
 """benchmarks/train_speed.py on tiny data: its JSON summary, its medians and its bad-input errors."""
 
+import csv
 import importlib.util
 import json
 import math
@@ -176,3 +177,21 @@ def test_lever_benchmark_refuses_an_unknown_setting(capsys):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "--settings" in lines[0]
+
+
+def test_detect_example_measures_a_png_folder_detector(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "detect_example", REPO / "benchmarks" / "detect_example.py")
+    detect_example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detect_example)
+    code = detect_example.main(["--normal", "0", "1", "--train-limit", "300", "--test-limit",
+                                "60", "--epochs", "1", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["test_images"] == 60 and summary["normal_digits"] == [0, 1]
+    assert summary["train_images"] == len(list((tmp_path / "mnist_png" / "train").rglob("*.png")))
+    assert 0.0 <= summary["auroc"] <= 1.0 and summary["detect_images_per_second"] > 0
+    with open(tmp_path / "scores.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert summary["flagged"] == sum(row["anomaly"] == "true" for row in rows)
+    assert (tmp_path / "montage.png").is_file()

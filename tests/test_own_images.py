@@ -64,6 +64,9 @@ def test_a_train_test_folder_reads_as_the_files_hold(folders, digits):
     assert dataset.class_names == [str(digit) for digit in range(10)]
     assert dataset.class_title == "digit" and dataset.image_shape == (8, 8, 1)
     assert len(dataset.x_train) == (~is_test).sum() and len(dataset.x_test) == is_test.sum()
+    # Shuffled, not class by class: --train-limit's first images and the figures' examples
+    # hold every class.
+    assert set(dataset.y_train[:60]) == set(range(10)) and set(dataset.y_test[:60]) == set(range(10))
     # Files are read class folder by class folder; compare each class's images as a set.
     for digit in range(10):
         expected = images[is_test & (labels == digit)].astype("float32") / 255.0
@@ -104,9 +107,9 @@ def test_mixed_sizes_need_image_size_and_odd_sizes_name_the_nearest(tmp_path, di
         data.check_image_size((10, 10, 1), 4)
 
 
-def train(kind, folder, out, *extra, epochs=1):
+def train(kind, folder, out, *extra, epochs=1, precision="float32"):
     return training.main(kind, ["--data", str(folder), "--epochs", str(epochs), "--batch-size", "32",
-                                "--precision", "float32", "--verbose", "0", "--out", str(out),
+                                "--precision", precision, "--verbose", "0", "--out", str(out),
                                 *extra])
 
 
@@ -117,9 +120,11 @@ def read_csv(text):
 def test_detect_scores_folders_files_and_npz_against_the_stored_threshold(
         folders, tmp_path, capsys, digits):
     run_dir = tmp_path / "ae"
-    # Enough epochs (on ~700 images of 8 x 8) that the unseen digits score worse.
+    # Enough epochs (on ~700 images of 8 x 8) that the unseen digits score worse; trained in
+    # mixed precision, while the threshold is that of the saved model as it loads (float32).
     assert train("ae", folders / "gray8", run_dir, "--digits", "0", "1", "2", "3", "4",
-                 "--threshold-percentile", "95", epochs=6) == 0
+                 "--threshold-percentile", "95", epochs=6, precision="mixed_bfloat16") == 0
+    keras.mixed_precision.set_global_policy("float32")
     model = keras.saving.load_model(run_dir / "model.keras")
     assert model.threshold_percentile == 95.0 and model.image_shape == (8, 8, 1)
     normal = data.load_dataset(folders / "gray8")
