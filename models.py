@@ -14,6 +14,9 @@ The defaults are the original scripts' architecture:
     loss     VAE: reconstruction_weight * MSE + KL   (losses.vae_loss, weight 1000)
              AE:  MSE                                 (losses.reconstruction_mse)
 
+Other images take `image_shape=(H, W, C)`: any H and W divisible by 4 (the
+strides' product), C 1 or 3; the decoder then starts from (H / 4, W / 4, 64).
+
 Each model computes its loss in `compute_loss`, so `compile` needs only an
 optimizer:
 
