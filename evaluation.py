@@ -47,19 +47,13 @@ def silhouette(latents, labels):
     return float(silhouette_score(latents, labels, metric="euclidean"))
 
 
-def reconstruction_errors(images, reconstructions):
-    """Per-image mean squared error (mean over height, width and channel), as NumPy."""
-    difference = np.asarray(images, "float32") - np.asarray(reconstructions, "float32")
-    return np.mean(np.square(difference), axis=tuple(range(1, difference.ndim)))
-
-
 def anomaly_report(train_errors, test_errors, test_labels, normal_digits,
-                   percentile=ANOMALY_PERCENTILE):
+                   percentile=ANOMALY_PERCENTILE, threshold=None):
     """Scores test images as anomalies by their reconstruction error.
 
     Digits in `normal_digits` are normal (label 0), all others anomalous (1).
-    The threshold is the `percentile`-th percentile of the training images'
-    errors, so it is chosen without looking at any anomaly.
+    The threshold, unless given, is the `percentile`-th percentile of the
+    training images' errors, so it is chosen without looking at any anomaly.
 
     Returns:
         A dict with `auroc` (overall ROC AUC), `auroc_per_digit` ({digit: AUC
@@ -76,7 +70,8 @@ def anomaly_report(train_errors, test_errors, test_labels, normal_digits,
     if is_anomaly.all() or not is_anomaly.any():
         raise MetricUndefined("needs both trained and unseen digits in the test set; it has only "
                               + ("unseen" if is_anomaly.all() else "trained") + " digits")
-    threshold = float(np.percentile(train_errors, percentile))
+    if threshold is None:
+        threshold = float(np.percentile(train_errors, percentile))
     flagged = test_errors > threshold
     normal = ~is_anomaly
     per_digit = {}

@@ -2,12 +2,12 @@
 
     write_explorer("runs/vae/explorer.html", latents, labels, sprite, grid_x, grid_y, title)
 
-The page shows the test digits' 2-D latent codes as a scatter coloured by digit
+The page shows the test images' 2-D latent codes as a scatter coloured by class
 (the same "rainbow" colours as the PNG plots) and, beside it, the image the
 decoder draws at the latent point under the mouse pointer. The decoder is not
 run in the browser: its images over a grid of the latent plane are computed in
-Python and embedded as one grayscale PNG "sprite", and the page shows the cell
-of the grid point nearest to the pointer.
+Python and embedded as one PNG "sprite" (grayscale or RGB, any image size), and
+the page shows the cell of the grid point nearest to the pointer.
 
 Everything is inline (script, style, data, the sprite as a data: URI), so the
 file opens from disk (file://) with no server and no network; a
@@ -37,37 +37,45 @@ import plots
 
 # Found beside this module, not in the working directory: scripts may run from anywhere.
 PAGE_TEMPLATE_PATH = pathlib.Path(__file__).resolve().with_name("explorer_template.html")
-CELL_SIZE = 28  # MNIST images are 28 x 28 pixels
-PREVIEW_SCALE = 10  # the preview canvas shows one cell at 280 x 280 CSS pixels
+PREVIEW_SIZE = 280  # CSS pixels of the preview canvas's longer side
 # Latents are written with about 1/1000 of the plotted span as resolution: finer
 # than a pixel of the scatter, and it keeps 10,000 points to ~150 KB of text.
 LATENT_SIGNIFICANT_STEPS = 1000
 
 
-def write_explorer(path, latents, labels, sprite, grid_x, grid_y, title):
+def write_explorer(path, latents, labels, sprite, grid_x, grid_y, title, class_names=None,
+                   class_title="digit", colormap=plots.IMAGE_COLORMAP):
     """Writes one self-contained HTML page for exploring a 2-D latent space.
 
     Args:
         path: output .html path; written atomically (`atomic_files.write_text`).
         latents: float array (N, 2): the test images' 2-D latent coordinates.
             Points with a non-finite coordinate are left out (the page says how many).
-        labels: int array (N,): their digits 0..9.
-        sprite: float array (len(grid_y), len(grid_x), 28, 28) in [0, 1]: the
-            decoder's image at latent point (grid_x[col], grid_y[row]).
+        labels: int array (N,): their class indices, or None for unlabelled images.
+        sprite: float array (len(grid_y), len(grid_x), H, W[, C]) in [0, 1], C 1 or
+            3: the decoder's image at latent point (grid_x[col], grid_y[row]).
             Row 0 is the SMALLEST grid_y, i.e. the BOTTOM of the plot: this is the
             reverse of `plots.manifold`'s picture order (top row first), so pass
-            `decoded.reshape(len(grid_y), len(grid_x), 28, 28)` for a grid built
+            `decoded.reshape(len(grid_y), len(grid_x), H, W, C)` for a grid built
             as `[(x, y) for y in grid_y for x in grid_x]`.
         grid_x, grid_y: 1-D strictly ascending arrays of the grid's coordinates
             (at least 2 each).
         title: page title and heading (plain text; it is HTML-escaped).
+        class_names: the name of each class (default: the digits 0..9).
+        class_title: what a class is called in the legend ("digit" or "class").
+        colormap: how grayscale images are shown, "gray_r" (ink dark on white)
+            or "gray" (as they are).
 
     Raises:
-        ValueError: if the shapes disagree, a label is not a digit 0..9, a grid
+        ValueError: if the shapes disagree, a label is not a class index, a grid
             is not ascending, or no latent point is finite.
     """
+    if labels is None:  # unlabelled: one colour, one legend entry
+        labels, class_names, class_title = np.zeros(len(latents), "int64"), ["test image"], ""
     latents, labels, sprite, grid_x, grid_y = _checked_inputs(latents, labels, sprite,
-                                                              grid_x, grid_y)
+                                                              grid_x, grid_y, class_names)
+    class_names = class_names or [str(digit) for digit in range(10)]
+    cell_height, cell_width = sprite.shape[2:4]
     finite = np.isfinite(latents).all(axis=1)
     dropped_count = int((~finite).sum())
     latents, labels = latents[finite], labels[finite]
@@ -79,22 +87,27 @@ def write_explorer(path, latents, labels, sprite, grid_x, grid_y, title):
 
     page_data = {
         "latents": _rounded_latents(latents),
-        # One character per point: a compact label list for 10,000 points.
-        "labels": "".join(str(label) for label in labels.tolist()),
+        # One character per point, chr(48 + class): a compact label list for 10,000 points
+        # ("0".."9" for the digits).
+        "labels": "".join(chr(48 + label) for label in labels.tolist()),
         "gridX": [float(value) for value in grid_x],
         "gridY": [float(value) for value in grid_y],
         "xRange": _axis_range(latents[:, 0], grid_x),
         "yRange": _axis_range(latents[:, 1], grid_y),
-        "digitColors": _digit_colors_hex(),
-        "cellSize": CELL_SIZE,
+        "classColors": _class_colors_hex(len(class_names)),
+        "classNames": list(class_names),
+        "classTitle": class_title,
+        "cellWidth": int(cell_width),
+        "cellHeight": int(cell_height),
         "droppedCount": dropped_count,
         "sprite": "data:image/png;base64,"
-                  + base64.b64encode(_sprite_png_bytes(sprite)).decode("ascii"),
+                  + base64.b64encode(_sprite_png_bytes(sprite, colormap)).decode("ascii"),
     }
-    atomic_files.write_text(path, _filled_page(page_data, title, len(labels)))
+    noun = "digit" if class_title == "digit" else "image"
+    atomic_files.write_text(path, _filled_page(page_data, title, len(labels), noun))
 
 
-def _checked_inputs(latents, labels, sprite, grid_x, grid_y):
+def _checked_inputs(latents, labels, sprite, grid_x, grid_y, class_names):
     """The inputs as NumPy arrays; raises ValueError with the problem if they disagree."""
     latents = np.asarray(latents, dtype="float64")
     labels = np.asarray(labels)
@@ -106,17 +119,21 @@ def _checked_inputs(latents, labels, sprite, grid_x, grid_y):
     if labels.shape != (len(latents),):
         raise ValueError(f"labels must have shape ({len(latents)},) to match the latents, "
                          f"got {labels.shape}")
+    count = len(class_names) if class_names else 10
     if labels.size and (not np.issubdtype(labels.dtype, np.integer)
-                        or labels.min() < 0 or labels.max() > 9):
-        raise ValueError("labels must be integer digits 0..9")
+                        or labels.min() < 0 or labels.max() >= count):
+        raise ValueError("labels must be integer digits 0..9" if class_names is None else
+                         f"labels must be integer class indices 0..{count - 1}")
     for name, grid in (("grid_x", grid_x), ("grid_y", grid_y)):
         if grid.ndim != 1 or len(grid) < 2 or not np.all(np.diff(grid) > 0):
             raise ValueError(f"{name} must be a 1-D strictly ascending array of at least 2 "
                              f"finite values, got shape {grid.shape}")
-    expected_shape = (len(grid_y), len(grid_x), CELL_SIZE, CELL_SIZE)
-    if sprite.shape != expected_shape:
-        raise ValueError(f"sprite must have shape (len(grid_y), len(grid_x), 28, 28) = "
-                         f"{expected_shape}, got {sprite.shape}")
+    if sprite.ndim == 4:
+        sprite = sprite[..., np.newaxis]
+    if sprite.ndim != 5 or sprite.shape[:2] != (len(grid_y), len(grid_x)) \
+            or sprite.shape[-1] not in (1, 3):
+        raise ValueError(f"sprite must have shape (len(grid_y), len(grid_x), height, width[, 1 "
+                         f"or 3]) = ({len(grid_y)}, {len(grid_x)}, ...), got {sprite.shape}")
     if not np.isfinite(latents).all(axis=1).any():
         raise ValueError("no latent point has finite coordinates: nothing to plot")
     return latents, labels.astype("int64"), sprite, grid_x, grid_y
@@ -144,31 +161,34 @@ def _rounded_latents(latents):
     return [int(value) if decimals == 0 else value for value in rounded]
 
 
-def _digit_colors_hex():
-    """The ten digit colours of the PNG scatter plots, as CSS "#rrggbb" strings."""
-    return [matplotlib.colors.to_hex(color, keep_alpha=False) for color in plots.digit_colors()]
+def _class_colors_hex(count):
+    """The class colours of the PNG scatter plots, as CSS "#rrggbb" strings."""
+    return [matplotlib.colors.to_hex(color, keep_alpha=False)
+            for color in plots.class_colors(count)]
 
 
-def _sprite_png_bytes(sprite):
-    """PNG bytes of all cells tiled in one 8-bit grayscale image, drawn dark on white.
+def _sprite_png_bytes(sprite, colormap):
+    """PNG bytes of all cells tiled in one 8-bit image (grayscale or RGB).
 
-    Cell (row, col) occupies pixels [row * 28, row * 28 + 28) x [col * 28, col * 28 + 28),
-    so the PNG's top row of cells is grid row 0, the smallest grid_y. The
-    values are inverted here (ink 1.0 -> black) so the page draws them as they
-    are, matching the PNG figures' "gray_r" colormap.
+    Cell (row, col) of height H and width W occupies pixels [row * H, row * H + H)
+    x [col * W, col * W + W), so the PNG's top row of cells is grid row 0, the
+    smallest grid_y. Grayscale values are inverted here for the "gray_r"
+    colormap (ink 1.0 -> black), so the page draws the sprite as it is and
+    matches the PNG figures.
     """
-    rows, columns = sprite.shape[:2]
-    tiled = sprite.transpose(0, 2, 1, 3).reshape(rows * CELL_SIZE, columns * CELL_SIZE)
-    ink = np.clip(np.nan_to_num(tiled, nan=0.0), 0.0, 1.0)
-    # A 2-D uint8 array becomes a one-channel ("L", 8-bit grayscale) image.
-    grey_levels = np.round(255.0 * (1.0 - ink)).astype("uint8")
+    pixels = np.clip(np.nan_to_num(plots.tile(sprite), nan=0.0), 0.0, 1.0)
+    if pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]  # a 2-D uint8 array becomes a one-channel ("L") image
+        if colormap == "gray_r":
+            pixels = 1.0 - pixels
+    levels = np.round(255.0 * pixels).astype("uint8")
     buffer = io.BytesIO()
     # optimize: the smallest file Pillow can write; the sprite is most of the page's size.
-    Image.fromarray(grey_levels).save(buffer, format="PNG", optimize=True)
+    Image.fromarray(levels).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
 
 
-def _filled_page(page_data, title, point_count):
+def _filled_page(page_data, title, point_count, noun):
     """The page template with its placeholders filled: the whole HTML page as a string.
 
     `string.Template` rather than `str.format`: the CSS and JavaScript are full
@@ -178,6 +198,10 @@ def _filled_page(page_data, title, point_count):
     template has a placeholder that is not filled here.
     """
     rows, columns = len(page_data["gridY"]), len(page_data["gridX"])
+    # The preview keeps the images' aspect ratio, its longer side PREVIEW_SIZE pixels.
+    longer = max(page_data["cellWidth"], page_data["cellHeight"])
+    preview_width = round(PREVIEW_SIZE * page_data["cellWidth"] / longer)
+    preview_height = round(PREVIEW_SIZE * page_data["cellHeight"] / longer)
     dropped = page_data["droppedCount"]
     dropped_note = (f" ({dropped:,} with non-finite coordinates left out)" if dropped else "")
     page_template = string.Template(PAGE_TEMPLATE_PATH.read_text(encoding="utf-8"))
@@ -186,7 +210,9 @@ def _filled_page(page_data, title, point_count):
         point_count=f"{point_count:,}",
         dropped_note=html.escape(dropped_note),
         grid_size=f"{columns} &times; {rows}",
-        preview_size=str(CELL_SIZE * PREVIEW_SCALE),
+        preview_width=str(preview_width),
+        preview_height=str(preview_height),
+        item=noun,
         data_json=_json_for_script_element(page_data),
     )
 

@@ -14,6 +14,9 @@ The defaults are the original scripts' architecture:
     loss     VAE: reconstruction_weight * MSE + KL   (losses.vae_loss, weight 1000)
              AE:  MSE                                 (losses.reconstruction_mse)
 
+Other images take `image_shape=(H, W, C)`: any H and W divisible by 4 (the
+strides' product), C 1 or 3; the decoder then starts from (H / 4, W / 4, 64).
+
 Each model computes its loss in `compute_loss`, so `compile` needs only an
 optimizer:
 
@@ -188,12 +191,23 @@ def _check_architecture(image_shape, encoder_strides, decoder_strides):
 
 # --- The two models --------------------------------------------------------------------------
 
+def image_size_multiple(encoder_strides=ENCODER_STRIDES):
+    """The number that an image's height and width must be multiples of (4 by default)."""
+    return math.prod(encoder_strides)
+
+
 class _Autoencoder(keras.Model):
-    """What `VAE` and `AE` share: construction, config, and encode/decode/reconstruct.
+    """What `VAE` and `AE` share: construction, config, encode/decode/reconstruct, and
+    anomaly scoring by reconstruction error.
 
     `call` maps images to reconstructions, so `predict` returns them. Subclasses
     define `compute_loss`; the target is `y` when `fit(x, y)` gives one, else
     the input itself.
+
+    `anomaly_threshold` (None until set) is the reconstruction error above which
+    `detect_anomalies` calls an image an anomaly; training sets it to the
+    `threshold_percentile`-th percentile of the training images' errors, and the
+    config stores both.
     """
 
     variational = None  # set by subclasses
@@ -201,7 +215,7 @@ class _Autoencoder(keras.Model):
     def __init__(self, latent_dim=2, encoder_filters=ENCODER_FILTERS,
                  encoder_strides=ENCODER_STRIDES, decoder_filters=DECODER_FILTERS,
                  decoder_strides=DECODER_STRIDES, image_shape=IMAGE_SHAPE, seed=None,
-                 batch_norm="auto", **kwargs):
+                 batch_norm="auto", anomaly_threshold=None, threshold_percentile=None, **kwargs):
         super().__init__(**kwargs)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
@@ -214,6 +228,8 @@ class _Autoencoder(keras.Model):
         self.image_shape = tuple(image_shape)
         self.seed = seed
         self.batch_norm = batch_norm
+        self.anomaly_threshold = anomaly_threshold
+        self.threshold_percentile = threshold_percentile
         self.encoder = build_encoder(latent_dim, encoder_filters, encoder_strides,
                                      variational=self.variational, image_shape=image_shape,
                                      seed=seed, batch_norm=batch_norm)
@@ -236,6 +252,8 @@ class _Autoencoder(keras.Model):
             "image_shape": list(self.image_shape),
             "seed": self.seed,
             "batch_norm": self.batch_norm,
+            "anomaly_threshold": self.anomaly_threshold,
+            "threshold_percentile": self.threshold_percentile,
         }
 
     def _mean_over_batch(self, per_image, sample_weight):
@@ -251,7 +269,7 @@ class _Autoencoder(keras.Model):
         """Latent codes of `images` in one batched predict: the means for the VAE.
 
         Args:
-            images: shape `(N, 28, 28, 1)`, values in [0, 1].
+            images: shape `(N, *image_shape)`, values in [0, 1].
         Returns:
             A NumPy array of shape `(N, latent_dim)`.
         """
@@ -266,6 +284,61 @@ class _Autoencoder(keras.Model):
     def reconstruct(self, images, batch_size=256):
         """Deterministic reconstructions: the decoded latent means (VAE) or codes (AE)."""
         return self.decode(self.encode(images, batch_size), batch_size)
+
+    def recompute_batch_norm_statistics(self, images, batch_size=256, seed=0):
+        """Sets each batch-norm layer's moving mean and variance from `images`, for the final weights.
+
+        Training leaves moving averages (momentum 0.99) that lag the weights, so a
+        short run scores worse in inference mode than in training mode. Here one
+        pass over `images` in training mode, with each layer's momentum set to
+        `i / (i + 1)` at batch `i`, makes its moving statistics the mean of the
+        batch statistics over all batches ("precise BN", Wu and Johnson 2021).
+
+        Args:
+            images: shape `(N, *image_shape)`, normally the training images.
+            batch_size: images per batch of the pass.
+            seed: seed of the order in which the images are batched.
+        """
+        norms = [layer for part in (self.encoder, self.decoder) for layer in part.layers
+                 if isinstance(layer, layers.BatchNormalization)]
+        momenta = [layer.momentum for layer in norms]
+        # Batches in a random order: images sorted by class (an image folder, say) would
+        # give per-class statistics, whose mean is not the statistics of the data.
+        order = np.random.default_rng(seed).permutation(len(images))
+        try:
+            for batch_index, start in enumerate(range(0, len(images), batch_size)):
+                for layer in norms:
+                    layer.momentum = batch_index / (batch_index + 1)
+                batch = np.asarray(images[order[start:start + batch_size]], dtype="float32")
+                self(batch, training=True)
+        finally:
+            for layer, momentum in zip(norms, momenta):
+                layer.momentum = momentum
+
+    def reconstruction_errors(self, images, batch_size=256):
+        """Each image's anomaly score: the MSE of its deterministic reconstruction, shape (N,)."""
+        images = np.asarray(images, dtype="float32")
+        errors = losses.reconstruction_mse(images, self.reconstruct(images, batch_size))
+        return keras.ops.convert_to_numpy(errors)
+
+    def set_anomaly_threshold(self, normal_images, percentile=99.0, batch_size=256):
+        """Sets the threshold to the `percentile`-th percentile of `normal_images`' errors."""
+        errors = self.reconstruction_errors(normal_images, batch_size)
+        self.anomaly_threshold = float(np.percentile(errors, percentile))
+        self.threshold_percentile = float(percentile)
+        return self.anomaly_threshold
+
+    def detect_anomalies(self, images, batch_size=256):
+        """Scores `images` against the threshold: `(errors, is_anomaly)`, both of shape (N,).
+
+        Raises:
+            ValueError: if the model has no threshold (see `set_anomaly_threshold`).
+        """
+        if self.anomaly_threshold is None:
+            raise ValueError("this model has no anomaly threshold: call "
+                             "set_anomaly_threshold(normal_images) first")
+        errors = self.reconstruction_errors(images, batch_size)
+        return errors, errors > self.anomaly_threshold
 
 
 @keras.saving.register_keras_serializable(package=PACKAGE)

@@ -1,8 +1,12 @@
 """Figures, drawn headless with matplotlib's Agg backend and saved atomically as PNG.
 
-Digit colours follow the original scripts: the "rainbow" colormap over the
-digits 0..9, so 0 = purple, 1 = indigo, 2 = blue, 3 = cyan, 4 = sea green,
-5 = green, 6 = lime, 7 = yellow-orange, 8 = orange, 9 = red.
+Class colours follow the original scripts: the "rainbow" colormap over the
+classes, so for the digits 0 = purple, 1 = indigo, 2 = blue, 3 = cyan,
+4 = sea green, 5 = green, 6 = lime, 7 = yellow-orange, 8 = orange, 9 = red.
+
+Images may be any size, grayscale (N, H, W, 1) or RGB (N, H, W, 3). RGB is
+shown in colour; grayscale with a colormap: "gray_r" (ink dark on white, as
+the original showed MNIST) or "gray" (as the image is).
 """
 
 import matplotlib
@@ -22,9 +26,25 @@ def set_headless(headless=True):
         plt.switch_backend("Agg")
 
 
-def digit_colors():
-    """The colour of each digit 0..9 in the original scatter plots, as RGBA rows."""
-    return plt.get_cmap(DIGIT_COLORMAP)(np.linspace(0.0, 1.0, 10))
+def class_colors(count=10):
+    """The colour of each class in the scatter plots, as RGBA rows: "rainbow" over the classes.
+
+    For ten classes these are the original scripts' digit colours.
+    """
+    return plt.get_cmap(DIGIT_COLORMAP)(np.linspace(0.0, 1.0, max(count, 2)))[:count]
+
+
+def show_image(axis, image, colormap=IMAGE_COLORMAP):
+    """Draws one (H, W, 1) or (H, W, 3) image in [0, 1] without ticks."""
+    image = np.clip(np.asarray(image, dtype="float32"), 0.0, 1.0)
+    if image.ndim == 3 and image.shape[-1] == 1:
+        image = image[..., 0]
+    if image.ndim == 2:
+        axis.imshow(image, cmap=colormap, vmin=0.0, vmax=1.0)
+    else:
+        axis.imshow(image)
+    axis.set_xticks([])
+    axis.set_yticks([])
 
 
 def save(figure, path, show=False):
@@ -56,17 +76,30 @@ def loss_curve(history, title):
     return figure
 
 
-def latent_scatter(latents, labels, title, axis_names=("z[0]", "z[1]")):
-    """Test images' 2-D latent codes, coloured by digit, with a legend naming each digit."""
+def latent_scatter(latents, labels, title, axis_names=("z[0]", "z[1]"), class_names=None,
+                   class_title="digit"):
+    """Test images' 2-D latent codes, coloured by class, with a legend naming each class.
+
+    Args:
+        labels: int array (N,) of class indices, or None (unlabelled: one colour).
+        class_names: the name of each class (default: the digits 0..9).
+        class_title: the legend's title, "digit" or "class".
+    """
     figure, axis = plt.subplots(figsize=(7.5, 6.5))
-    colors = digit_colors()
-    # Shuffled drawing order, so no digit is painted over all the others.
-    order = np.random.default_rng(0).permutation(len(labels))
-    axis.scatter(latents[order, 0], latents[order, 1], c=colors[labels[order]], s=3, alpha=0.7,
-                 linewidths=0)
-    handles = [plt.Line2D([], [], linestyle="", marker="o", markersize=7, color=colors[digit],
-                          label=str(digit)) for digit in range(10)]
-    axis.legend(handles=handles, title="digit", loc="center left", bbox_to_anchor=(1.01, 0.5))
+    # Shuffled drawing order, so no class is painted over all the others.
+    order = np.random.default_rng(0).permutation(len(latents))
+    if labels is None:
+        axis.scatter(latents[order, 0], latents[order, 1], color="tab:blue", s=3, alpha=0.6,
+                     linewidths=0)
+    else:
+        class_names = class_names or [str(digit) for digit in range(10)]
+        colors = class_colors(len(class_names))
+        axis.scatter(latents[order, 0], latents[order, 1], c=colors[labels[order]], s=3,
+                     alpha=0.7, linewidths=0)
+        handles = [plt.Line2D([], [], linestyle="", marker="o", markersize=7, color=color,
+                              label=name) for color, name in zip(colors, class_names)]
+        axis.legend(handles=handles, title=class_title, loc="center left",
+                    bbox_to_anchor=(1.01, 0.5))
     axis.set_xlabel(axis_names[0])
     axis.set_ylabel(axis_names[1])
     axis.set_title(title)
@@ -74,41 +107,50 @@ def latent_scatter(latents, labels, title, axis_names=("z[0]", "z[1]")):
     return figure
 
 
-def latent_strip(values, labels, title, axis_name="z[0]"):
-    """Test images' 1-D latent codes as one strip of dots per digit, coloured as in the scatter.
+def latent_strip(values, labels, title, class_names=None, class_title="digit",
+                 axis_name="z[0]"):
+    """Test images' 1-D latent codes as one strip of dots per class, coloured as in the scatter.
 
-    Each dot sits at its code on the x axis and in its digit's row, spread a
+    Each dot sits at its code on the x axis and in its class's row, spread a
     little up and down at random so that dots on top of each other show.
+
+    Args:
+        labels: int array (N,) of class indices, or None (unlabelled: one strip).
+        class_names: the name of each class (default: the digits 0..9).
+        class_title: the y axis's name, "digit" or "class".
     """
     figure, axis = plt.subplots(figsize=(7.5, 5.5))
-    colors = digit_colors()
-    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(labels))
-    axis.scatter(values, labels + jitter, c=colors[labels], s=3, alpha=0.6, linewidths=0)
-    axis.set_yticks(range(10))
-    axis.set_ylim(-0.6, 9.6)
+    jitter = np.random.default_rng(0).uniform(-0.3, 0.3, len(values))
+    if labels is None:
+        axis.scatter(values, jitter, color="tab:blue", s=3, alpha=0.6, linewidths=0)
+        axis.set_yticks([])
+    else:
+        class_names = class_names or [str(digit) for digit in range(10)]
+        colors = class_colors(len(class_names))
+        axis.scatter(values, labels + jitter, c=colors[labels], s=3, alpha=0.6, linewidths=0)
+        axis.set_yticks(range(len(class_names)), class_names)
+        axis.set_ylim(-0.6, len(class_names) - 0.4)
+        axis.set_ylabel(class_title)
     axis.set_xlabel(axis_name)
-    axis.set_ylabel("digit")
     axis.set_title(title)
     axis.grid(alpha=0.3, axis="x")
     return figure
 
 
-def image_rows(rows, row_titles, title, column_titles=None, cell_titles=None):
-    """A grid of images: one row per entry of `rows`, each of shape (columns, 28, 28[, 1]).
+def image_rows(rows, row_titles, title, column_titles=None, cell_titles=None,
+               colormap=IMAGE_COLORMAP):
+    """A grid of images: one row per entry of `rows`, each of shape (columns, H, W, C).
 
     `column_titles` label the top row's images; `cell_titles` (one list per row)
-    label every image instead.
+    label every image instead. `colormap` draws grayscale images.
     """
-    rows = [np.asarray(row).reshape(len(row), 28, 28) for row in rows]
     columns = len(rows[0])
     figure, axes = plt.subplots(len(rows), columns, figsize=(1.3 * columns, 1.45 * len(rows)),
                                 squeeze=False)
     for row_index, (row, row_title) in enumerate(zip(rows, row_titles)):
         for column_index in range(columns):
             axis = axes[row_index, column_index]
-            axis.imshow(row[column_index], cmap=IMAGE_COLORMAP, vmin=0.0, vmax=1.0)
-            axis.set_xticks([])
-            axis.set_yticks([])
+            show_image(axis, row[column_index], colormap)
             if column_index == 0:
                 axis.set_ylabel(row_title)
             if cell_titles is not None:
@@ -120,36 +162,44 @@ def image_rows(rows, row_titles, title, column_titles=None, cell_titles=None):
     return figure
 
 
-def manifold(decoded, grid_x, grid_y, title):
+def tile(images):
+    """(rows, columns, H, W, C) images as one (rows * H, columns * W, C) picture."""
+    rows, columns, height, width, channels = images.shape
+    return images.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, channels)
+
+
+def manifold(decoded, grid_x, grid_y, title, colormap=IMAGE_COLORMAP):
     """The decoder's images over a grid of the 2-D latent plane.
 
     Args:
-        decoded: shape (len(grid_y) * len(grid_x), 28, 28[, 1]), row-major with
-            the first row at the largest z[1], so the picture reads like a plot.
+        decoded: shape (len(grid_y), len(grid_x), H, W, C), the first row at the
+            largest z[1], so the picture reads like a plot.
         grid_x, grid_y: the latent coordinates of the columns and rows.
     """
-    size = 28
-    canvas = np.asarray(decoded).reshape(len(grid_y), len(grid_x), size, size)
-    canvas = canvas.transpose(0, 2, 1, 3).reshape(len(grid_y) * size, len(grid_x) * size)
+    canvas = np.clip(tile(np.asarray(decoded, dtype="float32")), 0.0, 1.0)
     figure, axis = plt.subplots(figsize=(8, 8))
     extent = (grid_x[0] - 0.5 * (grid_x[1] - grid_x[0]), grid_x[-1] + 0.5 * (grid_x[1] - grid_x[0]),
               grid_y[0] - 0.5 * (grid_y[1] - grid_y[0]), grid_y[-1] + 0.5 * (grid_y[1] - grid_y[0]))
-    axis.imshow(canvas, cmap=IMAGE_COLORMAP, vmin=0.0, vmax=1.0, extent=extent, aspect="auto")
+    if canvas.shape[-1] == 1:
+        axis.imshow(canvas[..., 0], cmap=colormap, vmin=0.0, vmax=1.0, extent=extent,
+                    aspect="auto")
+    else:
+        axis.imshow(canvas, extent=extent, aspect="auto")
     axis.set_xlabel("z[0]")
     axis.set_ylabel("z[1]")
     axis.set_title(title)
     return figure
 
 
-def anomaly_histogram(normal_errors, anomalous_errors, threshold, title):
+def anomaly_histogram(normal_errors, anomalous_errors, threshold, title, classes="digits"):
     """Reconstruction-error histograms of normal and anomalous test images, threshold marked."""
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     upper = np.percentile(np.concatenate([normal_errors, anomalous_errors]), 99.5)
     bins = np.linspace(0.0, upper, 60)
     axis.hist(normal_errors, bins=bins, alpha=0.6, density=True, color="tab:blue",
-              label=f"normal (trained digits), {len(normal_errors):,}")
+              label=f"normal (trained {classes}), {len(normal_errors):,}")
     axis.hist(anomalous_errors, bins=bins, alpha=0.6, density=True, color="tab:red",
-              label=f"anomalous (unseen digits), {len(anomalous_errors):,}")
+              label=f"anomalous (unseen {classes}), {len(anomalous_errors):,}")
     axis.axvline(threshold, color="black", linestyle="--",
                  label=f"threshold {threshold:.4f} (from training errors)")
     axis.set_xlabel("reconstruction error (per-image MSE)")
@@ -159,14 +209,14 @@ def anomaly_histogram(normal_errors, anomalous_errors, threshold, title):
     return figure
 
 
-def roc_curve(is_anomaly, scores, auroc, title):
+def roc_curve(is_anomaly, scores, auroc, title, classes="digits"):
     """The ROC curve of scoring anomalies by reconstruction error."""
     false_positive_rate, true_positive_rate, _ = sklearn_roc_curve(is_anomaly, scores)
     figure, axis = plt.subplots(figsize=(5.5, 5.2))
     axis.plot(false_positive_rate, true_positive_rate, label=f"reconstruction error (AUROC {auroc:.3f})")
     axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUROC 0.5)")
-    axis.set_xlabel("false positive rate (normal digits flagged)")
-    axis.set_ylabel("true positive rate (unseen digits flagged)")
+    axis.set_xlabel(f"false positive rate (normal {classes} flagged)")
+    axis.set_ylabel(f"true positive rate (unseen {classes} flagged)")
     axis.set_title(title)
     axis.legend(loc="lower right")
     axis.grid(alpha=0.3)

@@ -2,8 +2,10 @@
 
     analyse(AnalysisSettings) -> metrics.json, PNG figures and explorer.html in the run folder
 
-The model is rebuilt from the run folder alone (config.json + model.weights.h5).
-For a run trained with --digits, the other digits are scored as anomalies.
+The model is rebuilt from the run folder alone (config.json + model.weights.h5),
+and the data from the settings it stores. For a run trained with --digits, the
+other classes are scored as anomalies. Unlabelled data gets no per-class
+metrics or colours.
 """
 
 import pathlib
@@ -45,12 +47,12 @@ def latent_grid(latents, cells):
 
 
 def decode_grid(model, grid_x, grid_y, batch_size):
-    """Decoded images at every (x, y) of the grid, shape (len(grid_y), len(grid_x), 28, 28).
+    """Decoded images at every (x, y) of the grid, shape (len(grid_y), len(grid_x), H, W, C).
 
     Row 0 is the smallest y. One batched predict for the whole grid.
     """
     points = np.array([[x, y] for y in grid_y for x in grid_x], dtype="float32")
-    return model.decode(points, batch_size).reshape(len(grid_y), len(grid_x), 28, 28)
+    return model.decode(points, batch_size).reshape(len(grid_y), len(grid_x), *model.image_shape)
 
 
 def two_dimensional(latents):
@@ -61,15 +63,43 @@ def two_dimensional(latents):
     return projected, ("principal component 1", "principal component 2"), " (PCA projection)"
 
 
-def traversal_endpoints(test_labels, requested):
-    """The two test indices to interpolate between, checked against the test set."""
+def traversal_endpoints(test_labels, test_count, requested):
+    """The two test indices to interpolate between, checked against the test set.
+
+    By default the first test image of class 0 and the first of class 1 (for
+    MNIST a 0 and a 1), or the first two test images.
+    """
     if requested is None:
-        return int(np.argmax(test_labels == 0)), int(np.argmax(test_labels == 1))
+        if test_labels is not None and {0, 1} <= set(test_labels.tolist()):
+            return int(np.argmax(test_labels == 0)), int(np.argmax(test_labels == 1))
+        return 0, min(1, test_count - 1)
     for index in requested:
-        if not 0 <= index < len(test_labels):
+        if not 0 <= index < test_count:
             raise data.DataError(f"--traverse index {index} is outside the test set "
-                                 f"(0..{len(test_labels) - 1}): pick two test-image indices")
+                                 f"(0..{test_count - 1}): pick two test-image indices")
     return tuple(requested)
+
+
+class DataNames:
+    """How the figures name the data's images and classes (from `data.Dataset`)."""
+
+    def __init__(self, dataset):
+        self.class_names = dataset.class_names
+        self.labelled = dataset.labelled
+        self.class_title = dataset.class_title
+        self.colormap = dataset.image_colormap
+        self.items = "digits" if self.class_title == "digit" else "images"
+
+    def of(self, labels, index):
+        """How the image at `index` is named in a title: "digit 7", "Sneaker", or "test 12"."""
+        if not self.labelled:
+            return f"test {index}"
+        name = self.class_names[labels[index]]
+        return f"digit {name}" if self.class_title == "digit" else name
+
+    def classes(self, indices):
+        return " ".join(self.class_names[index] for index in indices) if self.class_title == \
+            "digit" else ", ".join(self.class_names[index] for index in indices)
 
 
 class FigureWriter:
@@ -85,26 +115,28 @@ class FigureWriter:
         self.written.append(file_name)
 
 
-def write_latent_figures(save, model, kind, test_images, test_labels, test_latents,
-                         traverse_endpoints, batch_size, trained_digits=None):
+def write_latent_figures(save, model, kind, names, test_images, test_labels, test_latents,
+                         traverse_endpoints, batch_size, trained_classes=None):
     """Latent scatter, reconstructions, traversal; manifold (2-D) and prior samples (VAE)."""
     name = kind.upper()
-    if trained_digits:  # say so, or a scatter of mixed-up unseen digits looks like a bug
-        name += f" (trained on digits {' '.join(str(digit) for digit in trained_digits)} only)"
+    if trained_classes:  # say so, or a scatter of mixed-up unseen classes looks like a bug
+        name += f" (trained on {names.class_title}s {names.classes(trained_classes)} only)"
     title = (f"{name}: latent {'means' if kind == 'vae' else 'codes'} of "
-             f"{len(test_labels):,} test digits")
-    if test_latents.shape[1] == 1:  # nothing to project: one strip of codes per digit
-        save(plots.latent_strip(test_latents[:, 0], test_labels, title), "latent_scatter.png")
+             f"{len(test_latents):,} test {names.items}")
+    if test_latents.shape[1] == 1:  # nothing to project: one strip of codes per class
+        save(plots.latent_strip(test_latents[:, 0], test_labels, title, names.class_names,
+                                names.class_title), "latent_scatter.png")
     else:
         points, axis_names, projection = two_dimensional(test_latents)
-        save(plots.latent_scatter(points, test_labels, title + projection, axis_names),
-             "latent_scatter.png")
+        save(plots.latent_scatter(points, test_labels, title + projection, axis_names,
+                                  names.class_names, names.class_title), "latent_scatter.png")
 
-    examples = slice(0, RECONSTRUCTION_EXAMPLES)
+    examples = np.arange(min(RECONSTRUCTION_EXAMPLES, len(test_images)))
     save(plots.image_rows([test_images[examples], model.decode(test_latents[examples], batch_size)],
                           ["original", "reconstruction"],
-                          f"{name}: test digits over their reconstructions",
-                          [f"digit {label}" for label in test_labels[examples]]),
+                          f"{name}: test {names.items} over their reconstructions",
+                          [names.of(test_labels, index) for index in examples],
+                          colormap=names.colormap),
          "reconstructions.png")
 
     start, end = traverse_endpoints
@@ -113,52 +145,67 @@ def write_latent_figures(save, model, kind, test_images, test_labels, test_laten
     # One row: the start image, the decoded points along the line, the end image.
     row = np.concatenate([test_images[[start]], model.decode(path, batch_size),
                           test_images[[end]]])
+    def endpoint_title(index):
+        return f"test {index}" + (f"\n({names.of(test_labels, index)})" if names.labelled else "")
+
     save(plots.image_rows([row], [""],
-                          f"{name}: a straight line in latent space between two test digits",
-                          [f"test {start}\n(a {test_labels[start]})"]
+                          f"{name}: a straight line in latent space between two test {names.items}",
+                          [endpoint_title(start)]
                           + [f"t = {fraction:.2f}" for fraction in fractions[:, 0]]
-                          + [f"test {end}\n(a {test_labels[end]})"]),
+                          + [endpoint_title(end)], colormap=names.colormap),
          "latent_traversal.png")
 
     if model.latent_dim == 2:
         grid_x, grid_y = latent_grid(test_latents, MANIFOLD_CELLS)
         # Flip the rows so that the top row of the picture is the largest z[1].
         save(plots.manifold(decode_grid(model, grid_x, grid_y, batch_size)[::-1], grid_x, grid_y,
-                            f"{name}: what the decoder draws across the latent plane"),
+                            f"{name}: what the decoder draws across the latent plane",
+                            names.colormap),
              "manifold.png")
 
     if kind == "vae":
         samples = model.sample(PRIOR_SAMPLES, seed=0, batch_size=batch_size)
-        save(plots.image_rows(samples.reshape(4, PRIOR_SAMPLES // 4, 28, 28), [""] * 4,
-                              f"VAE: {PRIOR_SAMPLES} digits decoded from z ~ N(0, I)"),
+        save(plots.image_rows(samples.reshape(4, PRIOR_SAMPLES // 4, *model.image_shape),
+                              [""] * 4, f"VAE: {PRIOR_SAMPLES} {names.items} decoded from "
+                                        f"z ~ N(0, I)", colormap=names.colormap),
              "prior_samples.png")
 
 
-def anomaly_section(save, model, kind, train_images, normal_digits, test_images, test_labels,
-                    batch_size):
-    """Scores the test set by reconstruction error; unseen digits are the anomalies."""
-    train_errors = evaluation.reconstruction_errors(train_images,
-                                                    model.reconstruct(train_images, batch_size))
-    test_errors = evaluation.reconstruction_errors(test_images,
-                                                   model.reconstruct(test_images, batch_size))
-    report = evaluation.anomaly_report(train_errors, test_errors, test_labels, normal_digits)
-    is_anomaly = ~np.isin(test_labels, normal_digits)
-    trained = " ".join(str(digit) for digit in normal_digits)
+def anomaly_section(save, model, kind, names, train_images, normal_classes, test_images,
+                    test_labels, batch_size):
+    """Scores the test set by reconstruction error; unseen classes are the anomalies.
+
+    The threshold is the one stored with the run (for detect.py) where there is one.
+    """
+    train_errors = model.reconstruction_errors(train_images, batch_size)
+    test_errors = model.reconstruction_errors(test_images, batch_size)
+    report = evaluation.anomaly_report(train_errors, test_errors, test_labels, normal_classes,
+                                       threshold=model.anomaly_threshold,
+                                       percentile=model.threshold_percentile
+                                       or evaluation.ANOMALY_PERCENTILE)
+    report["auroc_per_class"] = {names.class_names[int(label)]: value
+                                 for label, value in report.pop("auroc_per_digit").items()}
+    is_anomaly = ~np.isin(test_labels, normal_classes)
+    trained = f"{names.class_title}s {names.classes(normal_classes)}"
+    classes = f"{names.class_title}s" if names.class_title == "digit" else "classes"
     save(plots.anomaly_histogram(test_errors[~is_anomaly], test_errors[is_anomaly],
                                  report["threshold"],
-                                 f"{kind.upper()} trained on digits {trained}: test errors"),
+                                 f"{kind.upper()} trained on {trained}: test errors", classes),
          "anomaly_hist.png")
     save(plots.roc_curve(is_anomaly, test_errors, report["auroc"],
-                         f"{kind.upper()} trained on {trained}: unseen digits as anomalies"),
+                         f"{kind.upper()} trained on {trained}: unseen {classes} as anomalies",
+                         classes),
          "anomaly_roc.png")
     order = np.argsort(test_errors)
     most, least = order[::-1][:MONTAGE_IMAGES], order[:MONTAGE_IMAGES]
     save(plots.image_rows([test_images[most], test_images[least]],
                           ["most\nanomalous", "least\nanomalous"],
                           f"{kind.upper()} trained on {trained}: test images by reconstruction "
-                          f"error (title: digit, error)",
-                          cell_titles=[[f"{test_labels[i]}, {test_errors[i]:.3f}" for i in indices]
-                                       for indices in (most, least)]),
+                          f"error (title: {names.class_title}, error)",
+                          cell_titles=[[f"{names.class_names[test_labels[i]]}, "
+                                        f"{test_errors[i]:.3f}" for i in indices]
+                                       for indices in (most, least)],
+                          colormap=names.colormap),
          "anomaly_extremes.png")
     return report
 
@@ -175,46 +222,59 @@ def analyse(args):
     model, config = run_folder.load_model(run_dir)
     kind = config["model"]
     settings = config["settings"]
-    dataset = data.load_dataset(args.data or config.get("data", {}).get("path"))
+    dataset = data.load_dataset(args.data or config.get("data", {}).get("path"), settings.dataset,
+                                settings.image_size, settings.color_mode,
+                                settings.validation_split, settings.seed)
     print(dataset.describe())
-    endpoints = traversal_endpoints(dataset.y_test, args.traverse)  # checked before any work
+    if dataset.image_shape != model.image_shape:
+        raise data.DataError(f"the images are {format_shape(dataset.image_shape)}, but the run "
+                             f"was trained on {format_shape(model.image_shape)}: give --data "
+                             f"with images like the run's")
+    names = DataNames(dataset)
+    endpoints = traversal_endpoints(dataset.y_test, len(dataset.x_test), args.traverse)
     keras.utils.set_random_seed(settings.seed)
     save = FigureWriter(run_dir, args.show)
 
     metrics = test_losses(model, dataset.x_test, args.batch_size)
-    # The training images of the run, before any --digits filter: k-NN is fitted on all digits.
-    train_images, train_labels = data.select_training_images(
-        dataset.x_train, dataset.y_train, min(settings.train_limit or len(dataset.x_train),
-                                              len(dataset.x_train)))
-    train_latents = model.encode(train_images, args.batch_size)    # (N_train, latent_dim)
     test_latents = model.encode(dataset.x_test, args.batch_size)   # (N_test, latent_dim)
     left_out = {}  # {metric: why it has no value on these data}
-    for name, score in (
-            ("knn5_accuracy", lambda: evaluation.knn_accuracy(train_latents, train_labels,
-                                                              test_latents, dataset.y_test)),
-            ("silhouette", lambda: evaluation.silhouette(test_latents, dataset.y_test))):
-        try:
-            metrics[name] = score()
-        except evaluation.MetricUndefined as why:
-            left_out[name] = str(why)
+    if dataset.labelled:
+        # The training images of the run, before any --digits filter: k-NN is fitted on all.
+        train_images, train_labels = data.select_training_images(
+            dataset.x_train, dataset.y_train, min(settings.train_limit, len(dataset.x_train)))
+        train_latents = model.encode(train_images, args.batch_size)    # (N_train, latent_dim)
+        for name, score in (
+                ("knn5_accuracy", lambda: evaluation.knn_accuracy(train_latents, train_labels,
+                                                                  test_latents, dataset.y_test)),
+                ("silhouette", lambda: evaluation.silhouette(test_latents, dataset.y_test))):
+            try:
+                metrics[name] = score()
+            except evaluation.MetricUndefined as why:
+                left_out[name] = str(why)
+    else:
+        print("the images have no labels: k-NN accuracy, silhouette and class colours are "
+              "left out")
 
-    write_latent_figures(save, model, kind, dataset.x_test, dataset.y_test, test_latents,
+    write_latent_figures(save, model, kind, names, dataset.x_test, dataset.y_test, test_latents,
                          endpoints, args.batch_size, settings.digits)
     if model.latent_dim == 2:
         grid_x, grid_y = latent_grid(test_latents, EXPLORER_CELLS)
         explorer.write_explorer(run_dir / "explorer.html", test_latents, dataset.y_test,
                                 decode_grid(model, grid_x, grid_y, args.batch_size),
                                 grid_x, grid_y, f"{kind.upper()} latent space explorer: "
-                                                f"{run_dir.name}")
+                                                f"{run_dir.name}",
+                                names.class_names, names.class_title, names.colormap)
         save.written.append("explorer.html")
 
-    normal_digits = settings.digits
-    if normal_digits:
+    normal_classes = settings.digits
+    if normal_classes:
         normal_images, _ = data.select_training_images(train_images, train_labels,
-                                                       digits=normal_digits)
+                                                       classes=normal_classes,
+                                                       num_classes=len(dataset.class_names))
         try:
-            metrics.update(anomaly_section(save, model, kind, normal_images, normal_digits,
-                                           dataset.x_test, dataset.y_test, args.batch_size))
+            metrics.update(anomaly_section(save, model, kind, names, normal_images,
+                                           normal_classes, dataset.x_test, dataset.y_test,
+                                           args.batch_size))
         except evaluation.MetricUndefined as why:
             left_out["anomaly scores (auroc, precision, recall and their figures)"] = str(why)
     if left_out:
@@ -226,11 +286,16 @@ def analyse(args):
                     if isinstance(value, float)))
     if left_out:
         print("left out: " + "; ".join(f"{name} ({why})" for name, why in left_out.items()))
-    if "auroc_per_digit" in metrics:
-        print("AUROC per unseen digit: " + ", ".join(
-            f"{digit}: {value:.3f}" for digit, value in metrics["auroc_per_digit"].items()))
+    if "auroc_per_class" in metrics:
+        print(f"AUROC per unseen {names.class_title}: " + ", ".join(
+            f"{name}: {value:.3f}" for name, value in metrics["auroc_per_class"].items()))
     print(f"wrote {', '.join(save.written)} into {run_dir}")
     return metrics
+
+
+def format_shape(image_shape):
+    height, width, channels = image_shape
+    return f"{height} x {width} {'RGB' if channels == 3 else 'grayscale'}"
 
 
 def main(args):

@@ -3,6 +3,7 @@
     TrainingSettings   what train_vae.py and train_ae.py do; config.json and the
                        checkpoint store it, and --resume reads it back
     AnalysisSettings   what analysis.py does
+    DetectSettings     what detect.py does
 
 This module imports no Keras, so that the scripts answer `--help` and flag
 errors at once: they parse their flags first and import Keras afterwards.
@@ -18,10 +19,12 @@ ORIGINAL_EPOCHS = {"vae": 100, "ae": 40}
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BATCH_NORMS = ("auto", "keras", "fused")
 LR_SCHEDULES = ("constant", "cosine")
+DATASETS = ("mnist", "fashion_mnist")
+COLOR_MODES = ("auto", "grayscale", "rgb")
 
 # What a resumed run takes from its command line; everything else comes from the run.
 RESUME_OVERRIDES = ("epochs", "learning_rate", "out", "verbose", "data_parallel", "resume",
-                    "job_addresses", "num_processes", "process_id")
+                    "tensorboard", "job_addresses", "num_processes", "process_id")
 
 
 class SettingsError(ValueError):
@@ -33,9 +36,13 @@ class TrainingSettings:
     """Everything that decides a training run. The defaults are the default run's."""
 
     model: str = "vae"                   # "vae" or "ae"
-    data: str | None = None              # an .npz path; None: Keras' MNIST or the bundled copy
+    data: str | None = None              # an image folder or .npz; None: --dataset
+    dataset: str = "mnist"               # a Keras dataset by name, when data is None
+    image_size: list[int] | None = None  # [height, width] to resize to; None: the images' own
+    color_mode: str = "auto"             # "auto" (from the data), "grayscale" or "rgb"
+    validation_split: float = 0.1        # test share held out of a folder without train/ test/
     train_limit: int = 10000             # train on the first N training images
-    digits: list[int] | None = None      # train only on these digits; None: all ten
+    digits: list[int] | None = None      # train only on these classes; None: all of them
     epochs: int = DEFAULT_EPOCHS["vae"]
     batch_size: int = 32
     learning_rate: float = 5e-4
@@ -46,6 +53,8 @@ class TrainingSettings:
     precision: str = "auto"
     batch_norm: str = "auto"
     data_parallel: bool = False
+    threshold_percentile: float = 99.0   # anomaly threshold: this percentile of training errors
+    tensorboard: bool = False
     job_addresses: str | None = None     # multi-process --data-parallel (see scale_out.py)
     num_processes: int | None = None
     process_id: int | None = None
@@ -80,6 +89,18 @@ class TrainingSettings:
 
     def to_dict(self):
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass
+class DetectSettings:
+    """What detect.py does: score images against a run's anomaly threshold."""
+
+    run_dir: str
+    inputs: list[str]
+    out: str | None = None
+    montage: str | None = None
+    resize: bool = False
+    batch_size: int = 256
 
 
 @dataclasses.dataclass
@@ -145,6 +166,20 @@ def non_negative_float(text):
     return value
 
 
+def fraction(text):
+    value = _finite_float(text)
+    if not 0.0 < value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
+def percentile(text):
+    value = _finite_float(text)
+    if not 0.0 <= value <= 100.0:
+        raise argparse.ArgumentTypeError(f"must lie between 0 and 100, got {text}")
+    return value
+
+
 def build_training_parser(model):
     """The flags of train_{model}.py. Each help text shows its default once.
 
@@ -155,16 +190,34 @@ def build_training_parser(model):
     defaults = TrainingSettings.defaults_for(model)
     parser = OneLineParser(
         prog=f"train_{model}.py", argument_default=argparse.SUPPRESS,
-        description=f"Train the convolutional {MODEL_NAMES[model]} on MNIST and save the run "
-                    f"(model.keras, weights, config.json, history.csv, loss_curve.png) into --out.")
+        description=f"Train the convolutional {MODEL_NAMES[model]} on MNIST or your own images "
+                    f"and save the run (model.keras, weights, config.json, history.csv, "
+                    f"loss_curve.png) into --out.")
     parser.add_argument("--data",
-                        help="an .npz in Keras' MNIST layout (x_train, y_train, x_test, y_test) "
-                             "(default: Keras' MNIST, or the bundled 20k subset when offline)")
+                        help="an image folder (DIR/train/<class>/*, DIR/test/<class>/*, or one "
+                             "DIR/<class>/* tree; no class folders: unlabelled) or an .npz in "
+                             "Keras' layout (x_train, y_train, x_test, y_test) "
+                             "(default: --dataset)")
+    parser.add_argument("--dataset", choices=DATASETS,
+                        help="a Keras dataset by name, when --data is not given; MNIST falls back "
+                             f"to the bundled 20k subset offline (default: {defaults.dataset})")
+    parser.add_argument("--image-size", type=positive_int, nargs=2, metavar=("HEIGHT", "WIDTH"),
+                        help="resize every image to this size; needed when the images' sizes "
+                             "differ; height and width must be divisible by 4 "
+                             "(default: the images' own size)")
+    parser.add_argument("--color-mode", choices=COLOR_MODES,
+                        help="auto: RGB if any image has colour, else grayscale; or force one "
+                             f"(default: {defaults.color_mode})")
+    parser.add_argument("--validation-split", type=fraction, metavar="F",
+                        help="for a folder without train/ and test/: the seeded share of its "
+                             f"images held out as the test set (default: {defaults.validation_split:g})")
     parser.add_argument("--train-limit", type=positive_int, metavar="N",
                         help=f"train on the first N training images (default: {defaults.train_limit:,}, "
                              f"as the original)")
-    parser.add_argument("--digits", type=int, nargs="+", metavar="DIGIT",
-                        help="train only on these digits, e.g. --digits 0 1 (default: all ten)")
+    parser.add_argument("--digits", type=int, nargs="+", metavar="CLASS",
+                        help="train only on these classes, by index (the digits, for MNIST), "
+                             "e.g. --digits 0 1; analysis then scores the others as anomalies "
+                             "(default: all classes)")
     parser.add_argument("--epochs", type=positive_int,
                         help=f"training epochs (default: {defaults.epochs}; the original ran "
                              f"{ORIGINAL_EPOCHS[model]})")
@@ -208,19 +261,29 @@ def build_training_parser(model):
                         help="with --data-parallel: this process's number, 0 to P - 1; process 0 "
                              "writes the run folder (default: $KERAS_DISTRIBUTION_PROCESS_ID, "
                              "else 0)")
+    parser.add_argument("--threshold-percentile", type=percentile, metavar="P",
+                        help="anomaly threshold stored with the run, for detect.py: this "
+                             "percentile of the training images' reconstruction errors "
+                             f"(default: {defaults.threshold_percentile:g})")
+    parser.add_argument("--tensorboard", action="store_true",
+                        help="write TensorBoard logs into --out/tensorboard "
+                             "(view with: tensorboard --logdir OUT/tensorboard)")
     parser.add_argument("--out", help=f"the run folder to write (default: {defaults.out})")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint, with its saved "
                              "settings, up to --epochs (a new --learning-rate is allowed)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2),
-                        help="Keras' fit verbosity: 0 silent, 1 progress bar, 2 one line per epoch "
-                             f"(default: {defaults.verbose})")
+                        help="Keras' fit verbosity: 0 silent, 1 progress bar and the encoder's and "
+                             f"decoder's summaries, 2 one line per epoch (default: {defaults.verbose})")
     return parser
 
 
 def parse_training_flags(model, argv=None):
     """`(settings, given)`: the settings the flags ask for, and the names of the flags given."""
-    given = vars(build_training_parser(model).parse_args(argv))
+    parser = build_training_parser(model)
+    given = vars(parser.parse_args(argv))
+    if "data" in given and "dataset" in given:
+        parser.error("--data and --dataset both name the images: give one of them")
     return dataclasses.replace(TrainingSettings.defaults_for(model), **given), set(given)
 
 
@@ -249,15 +312,43 @@ def resumed_settings(saved, command_line, given):
     return dataclasses.replace(saved, **overrides)
 
 
+def build_detect_parser():
+    defaults = DetectSettings(run_dir="", inputs=[])
+    parser = OneLineParser(
+        prog="detect.py", argument_default=argparse.SUPPRESS,
+        description="Score images as anomalies by a run's reconstruction error: an image whose "
+                    "error is above the run's stored threshold (a percentile of its training "
+                    "images' errors) is an anomaly. Writes CSV: source,error,threshold,anomaly.")
+    parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
+    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+                        help="an image file, a folder of images (searched recursively) or an "
+                             ".npz of image arrays")
+    parser.add_argument("--out", metavar="FILE.csv",
+                        help="write the CSV here (default: standard output)")
+    parser.add_argument("--montage", metavar="FILE.png",
+                        help="also draw the most anomalous inputs over their reconstructions "
+                             "(default: no picture)")
+    parser.add_argument("--resize", action="store_true",
+                        help="resize images of another size to the run's (default: refuse them)")
+    parser.add_argument("--batch-size", type=positive_int,
+                        help=f"images per predict batch (default: {defaults.batch_size})")
+    return parser
+
+
+def parse_detect_flags(argv=None):
+    return DetectSettings(**vars(build_detect_parser().parse_args(argv)))
+
+
 def build_analysis_parser():
     defaults = AnalysisSettings(run_dir="")
     parser = OneLineParser(
         prog="analysis.py", argument_default=argparse.SUPPRESS,
-        description="Evaluate a run folder on the MNIST test set and write metrics.json, PNG "
+        description="Evaluate a run folder on its test set and write metrics.json, PNG "
                     "figures and an interactive explorer.html into it.")
     parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
     parser.add_argument("--data",
-                        help="an .npz in Keras' MNIST layout (default: the data the run used)")
+                        help="an image folder or .npz, in the run's image size and channels "
+                             "(default: the data the run used)")
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"images per predict/evaluate batch (default: {defaults.batch_size})")
     parser.add_argument("--traverse", type=int, nargs=2, metavar=("FROM", "TO"),

@@ -8,6 +8,7 @@ uninterrupted one would, checkpoints every finished epoch, and writes the run
 folder that `run_folder` describes.
 """
 
+import importlib.util
 import itertools
 import math
 import pathlib
@@ -28,6 +29,8 @@ import run_folder
 import run_lock
 import scale_out
 import settings as run_settings
+
+TENSORBOARD_FOLDER = "tensorboard"
 
 if keras.backend.backend() == "tensorflow":
     import tensorflow as tf  # for the autotuning-free input pipeline (see as_fit_data)
@@ -135,7 +138,7 @@ class ShuffledImageStream(keras.utils.PyDataset):
     which stalled about half the epochs by about 5 s on a 2-core CPU.
 
     Args:
-        images: float32 array, shape (N, 28, 28, 1).
+        images: float32 array, shape (N, height, width, channels).
         batch_size: images per batch (the global batch, over all processes).
         seed: the run's seed.
         first_epoch: the epoch (0-based) that the stream starts with.
@@ -216,7 +219,7 @@ class ImageBatches(keras.utils.PyDataset):
     at the end of each evaluation under TensorFlow.
 
     Args:
-        images: float32 array, shape (N, 28, 28, 1).
+        images: float32 array, shape (N, height, width, channels).
         batch_size: images per batch; the last batch may be smaller.
         role: a `scale_out.ProcessRole`; each batch holds only this process's share.
     """
@@ -236,16 +239,56 @@ class ImageBatches(keras.utils.PyDataset):
         return batch, batch
 
 
-def build_model(settings):
-    """The model that `settings` describe, on 28 x 28 grayscale images."""
+def build_model(settings, image_shape=models.IMAGE_SHAPE):
+    """The model that `settings` describe, for images of `image_shape` (H, W, C)."""
     config = {"latent_dim": settings.latent_dim, "seed": settings.seed,
-              "batch_norm": settings.batch_norm}
+              "batch_norm": settings.batch_norm, "image_shape": tuple(image_shape)}
     if settings.model == "vae":
         config["reconstruction_weight"] = settings.reconstruction_weight
     try:
         return models.build_model(settings.model, **config)
     except ValueError as error:  # e.g. --batch-norm fused under a backend without the kernel
         raise run_settings.SettingsError(str(error)) from None
+
+
+def load_data(settings):
+    """The data set that `settings` name, checked against what the model can take."""
+    dataset = data.load_dataset(settings.data, settings.dataset, settings.image_size,
+                                settings.color_mode, settings.validation_split, settings.seed)
+    data.check_image_size(dataset.image_shape, models.image_size_multiple())
+    return dataset
+
+
+def training_images(settings, dataset, limit_given=True):
+    """The images a run trains on: the first --train-limit, then only --digits' classes.
+
+    A --train-limit that was not given is an upper bound, so that the default
+    run works on data sets smaller than the original's 10,000 images.
+    """
+    limit = settings.train_limit
+    if not limit_given:
+        limit = min(limit, len(dataset.x_train))
+    return data.select_training_images(
+        dataset.x_train, dataset.y_train, limit, settings.digits,
+        len(dataset.class_names) if dataset.labelled else 0)
+
+
+def set_anomaly_threshold(model, train_images, percentile):
+    """Stores in `model` the threshold detect.py uses: a percentile of the training errors.
+
+    The errors are those of the saved model as detect.py and analysis.py load
+    it, in float32, whatever precision trained it.
+    """
+    policy = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("float32")
+    try:
+        saved = models.build_model(model.__class__.__name__.lower(), **model.get_config())
+        saved.set_weights(model.get_weights())
+        threshold = saved.set_anomaly_threshold(train_images, percentile)
+    finally:
+        keras.mixed_precision.set_global_policy(policy)
+    model.anomaly_threshold, model.threshold_percentile = threshold, saved.threshold_percentile
+    return threshold
 
 
 def train(settings, given=frozenset(), callbacks=()):
@@ -259,6 +302,9 @@ def train(settings, given=frozenset(), callbacks=()):
         callbacks: more Keras callbacks for `fit`, after the run's own (a
             benchmark's clock, say).
     """
+    if settings.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        raise run_settings.SettingsError("--tensorboard needs the tensorboard package: "
+                                         "pip install tensorboard, or train without it")
     role = scale_out.process_role(settings)
     out_dir = (run_folder.prepare_output_folder(settings.out) if role.writes_run_folder
                else pathlib.Path(settings.out))
@@ -277,12 +323,17 @@ def train(settings, given=frozenset(), callbacks=()):
                 f"{out_dir} has already trained {state['epoch']} epochs: "
                 f"give --epochs above {state['epoch']} to train on")
         print(f"resuming {out_dir} after epoch {state['epoch']}, with the run's saved settings")
-    dataset = data.load_dataset(settings.data)
-    train_images, train_labels = data.select_training_images(
-        dataset.x_train, dataset.y_train, settings.train_limit, settings.digits)
-    print(dataset.describe() + f"; training on {len(train_images):,}"
-          + (f" images of digits {sorted(set(settings.digits))}" if settings.digits else " images"))
-    memory_estimate.refuse_if_too_big(settings, len(train_images), train_images.shape[1:])
+    dataset = load_data(settings)
+    train_images, _ = training_images(settings, dataset, "train_limit" in given)
+    print(dataset.describe())
+    if dataset.labelled and dataset.class_title != "digit":
+        print("classes: " + ", ".join(f"{index} {name}"
+                                      for index, name in enumerate(dataset.class_names)))
+    chosen = (f" of {dataset.class_title}s " + ", ".join(dataset.class_names[index]
+                                                         for index in settings.digits)
+              if settings.digits else "")
+    print(f"training on {len(train_images):,} images{chosen}")
+    memory_estimate.refuse_if_too_big(settings, len(train_images), dataset.image_shape)
 
     keras.utils.set_random_seed(settings.seed)
     devices = 1
@@ -290,8 +341,11 @@ def train(settings, given=frozenset(), callbacks=()):
         devices = scale_out.start_data_parallel(role, settings.batch_size, len(train_images))
     precision = resolve_precision(settings.precision)
     keras.mixed_precision.set_global_policy(precision)
-    model = compile_model(build_model(settings),
+    model = compile_model(build_model(settings, dataset.image_shape),
                           learning_rate_schedule(settings, len(train_images)))
+    if settings.verbose == 1:
+        model.encoder.summary()
+        model.decoder.summary()
     if checkpoint:
         restore_checkpoint(model, *checkpoint)
     recorder = RunRecorder(out_dir, history, settings.to_dict(), role.writes_run_folder)
@@ -305,11 +359,13 @@ def train(settings, given=frozenset(), callbacks=()):
     # Every batch must split evenly over the devices: drop the last few test images if not.
     test_images = dataset.x_test[:len(dataset.x_test) - len(dataset.x_test) % devices]
     test_batches = ImageBatches(test_images, max(settings.batch_size, 256), role)
+    logging = ([keras.callbacks.TensorBoard(log_dir=str(out_dir / TENSORBOARD_FOLDER))]
+               if settings.tensorboard and role.writes_run_folder else [])
     # shuffle=False: the stream shuffles itself; Keras would also reorder its batches.
     model.fit(as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch, shuffle=False,
               initial_epoch=first_epoch, epochs=settings.epochs,
               validation_data=as_fit_data(test_batches),
-              callbacks=[keras.callbacks.TerminateOnNaN(), recorder, *callbacks],
+              callbacks=[keras.callbacks.TerminateOnNaN(), recorder, *logging, *callbacks],
               verbose=settings.verbose)
     if recorder.epochs_done < settings.epochs:  # TerminateOnNaN stopped training
         good = recorder.epochs_done
@@ -318,7 +374,16 @@ def train(settings, given=frozenset(), callbacks=()):
             f"learning rate too high (--learning-rate {settings.learning_rate:g}). "
             + (f"The checkpoint of epoch {good} is kept: lower the rate and continue with --resume"
                if good else "Nothing was saved: lower the rate and train again"))
+    if settings.data_parallel:
+        scale_out.stop_data_parallel()
+    # The saved model is used in inference mode: give it batch-norm statistics of its final
+    # weights, not the lagging moving averages of training.
+    model.recompute_batch_norm_statistics(train_images)
     wall_seconds = round(time.perf_counter() - started, 1)
+    if not role.writes_run_folder:
+        print(f"process {role.index} of {role.count} done; process 0 writes {out_dir}")
+        return out_dir
+    threshold = set_anomaly_threshold(model, train_images, settings.threshold_percentile)
 
     config = {
         "model": settings.model,
@@ -327,25 +392,22 @@ def train(settings, given=frozenset(), callbacks=()):
         "training": {"train_images": len(train_images), "precision": precision,
                      "wall_seconds": wall_seconds, "resumed": settings.resume},
         "data": {"path": str(pathlib.Path(settings.data).resolve()) if settings.data else None,
-                 "source": dataset.source},
+                 "source": dataset.source, **dataset.display_info()},
         "backend": keras.backend.backend(),
         "keras_version": keras.__version__,
     }
-    final = {name: values[-1] for name, values in recorder.history.items()}
-    if settings.data_parallel:
-        scale_out.stop_data_parallel()
-    if not role.writes_run_folder:
-        print(f"process {role.index} of {role.count} done; process 0 writes {out_dir}")
-        return out_dir
     # Unfinished until write_run writes config.json last: a write that fails on the way
     # leaves a folder that --resume completes.
     (out_dir / run_folder.CONFIG_FILE).unlink(missing_ok=True)
     plots.save(plots.loss_curve(recorder.history, f"{settings.model.upper()} training on "
                                 f"{len(train_images):,} images"), out_dir / "loss_curve.png")
     run_folder.write_run(out_dir, model, config)
+    final = {name: values[-1] for name, values in recorder.history.items()}
     print(f"saved {out_dir}: {settings.epochs} epochs, {wall_seconds} s"
           + (" this session" if settings.resume else "") + "; "
-          + ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items())))
+          + ", ".join(f"{name} {value:.4g}" for name, value in sorted(final.items()))
+          + f"; anomaly threshold {threshold:.4g} ({settings.threshold_percentile:g}th percentile "
+            f"of the training errors)")
     return out_dir
 
 

@@ -71,11 +71,10 @@ def anomaly_scores(model, images, score, reconstruction_weight, batch_size=256):
     """One anomaly score per image: larger means less like the training digit."""
     import numpy as np
 
-    import evaluation
     import losses
 
     if score == "mse" or not model.variational:
-        return evaluation.reconstruction_errors(images, model.reconstruct(images, batch_size))
+        return model.reconstruction_errors(images, batch_size)
     z_mean, z_log_var, _ = model.encoder.predict(images, batch_size=batch_size, verbose=0)
     reconstructions = model.decode(z_mean, batch_size)
     return np.asarray(losses.vae_loss(images, reconstructions, z_mean, z_log_var,

@@ -8,8 +8,10 @@ import warnings
 
 import numpy as np
 import pytest
+from PIL import Image
 
 import analysis
+import detect
 import training
 from conftest import tiny_run_args, write_npz
 from test_scripts import folder_digest
@@ -36,8 +38,11 @@ def make_bad_data(kind, folder, arrays):
         write_npz(path, **arrays_with(arrays, x_train=images))
     elif kind == "labels_out_of_range":
         write_npz(path, **arrays_with(arrays, y_train=arrays["y_train"][:64].astype(int) + 10))
-    elif kind == "images_32x32":
+    elif kind == "sizes_differ":
         write_npz(path, **arrays_with(arrays, x_train=np.zeros((64, 32, 32), np.uint8)))
+    elif kind == "images_30x30":
+        write_npz(path, **arrays_with(arrays, x_train=np.zeros((64, 30, 30), np.uint8),
+                                      x_test=np.zeros((32, 30, 30), np.uint8)))
     elif kind == "empty":
         write_npz(path, **arrays_with(arrays, x_train=np.zeros((0, 28, 28), np.uint8),
                                       y_train=np.zeros((0,), np.uint8)))
@@ -50,7 +55,9 @@ CASES = [
     ("missing key", "train", "data:missing_key", "lacks the arrays y_test"),
     ("NaN pixels", "train", "data:nan_pixels", "NaN"),
     ("labels out of 0..9", "train", "data:labels_out_of_range", "outside 0..9"),
-    ("images of 32 x 32", "train", "data:images_32x32", "resize the images to 28 x 28"),
+    ("training and test sizes differ", "train", "data:sizes_differ", "give both sets one size"),
+    ("images of 30 x 30", "train", "data:images_30x30",
+     "nearest sizes that work are 28 x 28 or 32 x 32: give --image-size 28 28"),
     ("empty data set", "train", "data:empty", "empty"),
     ("missing data file", "train", "data:absent", "does not exist"),
     ("train limit larger than the data", "train", "flags:--train-limit 100000",
@@ -67,7 +74,40 @@ CASES = [
     ("truncated weights", "analysis", "run:truncated_weights", "does not fit"),
     ("run folder with no config", "analysis", "run:no_config", "has no config.json"),
     ("run folder with no weights", "analysis", "run:no_weights", "has no model.weights.h5"),
+    ("--data and --dataset together", "train", "flags:--dataset mnist", "give one of them"),
+    ("detect: an image of another size", "detect", "input:size",
+     "is 16 x 16, but the run was trained on 28 x 28 grayscale images: resize them, "
+     "or give --resize"),
+    ("detect: a colour image for a grayscale run", "detect", "input:colour", "has colour"),
+    ("detect: an unreadable image", "detect", "input:unreadable", "cannot read image"),
+    ("detect: an empty folder", "detect", "input:empty", "holds no images"),
+    ("detect: a missing input", "detect", "input:absent", "does not exist"),
+    ("detect: an .npz without images", "detect", "input:labels_only", "holds no image arrays"),
+    ("detect: a text file", "detect", "input:text", "neither an image"),
 ]
+
+
+def make_bad_input(kind, folder, mnist_arrays):
+    """Writes one bad detect.py input (beside a good image) and returns the paths to give."""
+    good = folder / "good.png"
+    Image.fromarray(mnist_arrays["x_test"][0]).save(good)
+    bad = folder / {"empty": "empty", "labels_only": "labels.npz", "text": "notes.txt"}.get(
+        kind, "bad.png")
+    if kind == "size":
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(bad)
+    elif kind == "colour":
+        pixels = np.zeros((28, 28, 3), np.uint8)
+        pixels[..., 0] = mnist_arrays["x_test"][1]  # a red digit
+        Image.fromarray(pixels).save(bad)
+    elif kind == "unreadable":
+        bad.write_bytes(good.read_bytes()[:40])
+    elif kind == "empty":
+        bad.mkdir()
+    elif kind == "labels_only":
+        write_npz(bad, y_test=mnist_arrays["y_test"][:5])
+    elif kind == "text":
+        bad.write_text("not an image")
+    return [str(good), str(bad)]
 
 
 def unwritable_folder(tmp_path):
@@ -97,9 +137,11 @@ def spoil_run_folder(how, run_dir, trained_runs):
 
 
 def run_script(script, run_dir, npz, out, extra):
-    """Runs train_vae.py's or analysis.py's main in-process and returns its exit code."""
+    """Runs train_vae.py's, analysis.py's or detect.py's main in-process; returns its exit code."""
     if script == "analysis":
         return analysis.main([str(run_dir)])
+    if script == "detect":
+        return detect.main([str(run_dir), *extra, "--out", str(out)])
     try:
         return training.main("vae", tiny_run_args(npz, out, *extra))
     except SystemExit as exit_info:  # argparse's own one-line errors
@@ -126,6 +168,8 @@ def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mn
         out, extra = tmp_path / "fresh", ["--resume"]
     elif kind == "run":
         spoil_run_folder(detail, run_dir, trained_runs)
+    elif kind == "input":
+        extra, out = make_bad_input(detail, tmp_path, mnist_arrays), tmp_path / "scores.csv"
     before = folder_digest(run_dir)
 
     with warnings.catch_warnings(record=True) as recorded_warnings:  # a user would see them
@@ -143,3 +187,5 @@ def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mn
     assert not [path for path in run_dir.iterdir() if path.name.startswith(".tmp-")]
     if kind == "out" and detail == "file":
         assert out.read_text() == "keep me"
+    if kind == "input":  # detect.py wrote no partial CSV
+        assert not out.exists()

@@ -1,5 +1,6 @@
 """benchmarks/train_speed.py on tiny data: its JSON summary, its medians and its bad-input errors."""
 
+import csv
 import importlib.util
 import json
 import math
@@ -14,9 +15,8 @@ TINY_TRAIN = 128
 TINY_TEST = 64
 
 
-def load_benchmark():
-    spec = importlib.util.spec_from_file_location(
-        "train_speed", REPO / "benchmarks" / "train_speed.py")
+def load_benchmark(name="train_speed"):
+    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -178,11 +178,26 @@ def test_lever_benchmark_refuses_an_unknown_setting(capsys):
     assert len(lines) == 1 and "--settings" in lines[0]
 
 
-def test_input_pipeline_benchmark_times_the_training_stream(small_npz, capsys):
+def test_detect_example_measures_a_png_folder_detector(tmp_path, capsys):
     spec = importlib.util.spec_from_file_location(
-        "input_pipeline", REPO / "benchmarks" / "input_pipeline.py")
-    input_pipeline = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(input_pipeline)
+        "detect_example", REPO / "benchmarks" / "detect_example.py")
+    detect_example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(detect_example)
+    code = detect_example.main(["--normal", "0", "1", "--train-limit", "300", "--test-limit",
+                                "60", "--epochs", "1", "--out", str(tmp_path)])
+    assert code == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["test_images"] == 60 and summary["normal_digits"] == [0, 1]
+    assert summary["train_images"] == len(list((tmp_path / "mnist_png" / "train").rglob("*.png")))
+    assert 0.0 <= summary["auroc"] <= 1.0 and summary["detect_images_per_second"] > 0
+    with open(tmp_path / "scores.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert summary["flagged"] == sum(row["anomaly"] == "true" for row in rows)
+    assert (tmp_path / "montage.png").is_file()
+
+
+def test_input_pipeline_benchmark_times_the_training_stream(small_npz, capsys):
+    input_pipeline = load_benchmark("input_pipeline")
     seconds = input_pipeline.main(["--data", str(small_npz), "--train-limit", "40",
                                    "--batch-sizes", "8", "16", "--batches", "12", "--warm-up", "2"])
     assert set(seconds) == {8, 16} and all(value > 0 for value in seconds.values())

@@ -19,7 +19,8 @@ def test_float_images_in_unit_range_pass_unchanged():
 
 
 @pytest.mark.parametrize("images, message", [
-    (np.zeros((2, 32, 32), np.uint8), "resize the images to 28 x 28"),
+    (np.zeros((2, 28, 28, 2), np.uint8), "3\\) for RGB"),
+    (np.zeros((2, 28), np.uint8), "store the images in one of those shapes"),
     (np.zeros((0, 28, 28), np.uint8), "empty"),
     (np.full((1, 28, 28), np.nan, np.float32), "NaN"),
     (np.full((1, 28, 28), 255.0, np.float32), "divide by 255"),
@@ -92,7 +93,7 @@ def test_train_limit_takes_the_first_images_then_digits_filter():
 
 @pytest.mark.parametrize("limit, digits, message", [
     (11, None, "larger than the 10 training images"),
-    (None, [], "names no digit"),
+    (None, [], "names no class"),
     (None, [3, 12], r"outside 0..9"),
     (None, [5], "no training images are left"),
 ])

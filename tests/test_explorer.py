@@ -164,7 +164,7 @@ def test_every_template_placeholder_is_filled(tmp_path):
                     for match in string.Template.pattern.finditer(template)
                     if match.group("named") or match.group("braced")}
     assert placeholders == {"title", "point_count", "dropped_note", "grid_size",
-                            "preview_size", "data_json"}
+                            "preview_width", "preview_height", "item", "data_json"}
     # No "$name" or "${name}" is left, in any form.
     assert re.findall(r"\$\{?[A-Za-z_]\w*", page) == []
     assert "$" not in page
@@ -191,7 +191,7 @@ def test_a_title_with_markup_stays_text(tmp_path):
     assert f"<h1>{escaped}</h1>" in page
     # Only the template's own two script elements; the data still parses.
     assert page.count("<script") == 2 and page.count("</script>") == 2
-    assert embedded_data(page)["cellSize"] == 28
+    assert embedded_data(page)["cellWidth"] == 28 and embedded_data(page)["cellHeight"] == 28
 
 
 def test_embedded_json_cannot_end_its_script_element():
@@ -234,9 +234,9 @@ def test_embedded_latents_labels_and_colours(tmp_path):
     assert data["yRange"][0] < min(latents[:, 1].min(), grid_y[0])
     assert data["yRange"][1] > max(latents[:, 1].max(), grid_y[-1])
     # The colours of the PNG scatter plots: 0 purple ... 9 red.
-    assert data["digitColors"] == [matplotlib.colors.to_hex(color, keep_alpha=False)
-                                   for color in plots.digit_colors()]
-    assert data["digitColors"][0] == "#8000ff" and data["digitColors"][9] == "#ff0000"
+    assert data["classColors"] == [matplotlib.colors.to_hex(color, keep_alpha=False)
+                                   for color in plots.class_colors(10)]
+    assert data["classColors"][0] == "#8000ff" and data["classColors"][9] == "#ff0000"
 
 
 def test_realistic_page_stays_small(tmp_path, mnist_arrays):

@@ -256,3 +256,64 @@ def test_asking_for_the_fused_batch_norm_without_tensorflow_is_a_one_line_user_e
     run_settings = settings.TrainingSettings(batch_norm="fused")
     with pytest.raises(settings.SettingsError, match="--batch-norm auto"):
         training.build_model(run_settings)
+
+
+def test_recomputed_batch_norm_statistics_match_training_mode_after_a_short_run(mnist_arrays):
+    """A run of 48 steps: its moving averages lag; recomputed statistics score as training does.
+
+    The training images are sorted by digit, as an image folder's are, so statistics
+    taken batch by batch in file order would be per-digit ones.
+    """
+    order = np.argsort(mnist_arrays["y_train"][:512], kind="stable")
+    images = (mnist_arrays["x_train"][:512][order] / 255.0).astype("float32")[..., None]
+    test_images = (mnist_arrays["x_test"][:256] / 255.0).astype("float32")[..., None]
+    keras.utils.set_random_seed(0)
+    model = models.AE(batch_norm="keras")
+    model.compile(optimizer=keras.optimizers.Adam(5e-4))
+    model.fit(images, epochs=3, batch_size=32, shuffle=True, verbose=0)
+
+    lagging = model.reconstruction_errors(test_images).mean()
+    model.recompute_batch_norm_statistics(images, batch_size=32)  # 51 images per digit
+    recomputed = model.reconstruction_errors(test_images).mean()
+    # Last: a training-mode call also moves the averages a little.
+    training_mode = float(keras.ops.mean(
+        models.losses.reconstruction_mse(test_images, model(test_images, training=True))))
+    assert abs(recomputed - training_mode) <= 0.10 * training_mode, (recomputed, training_mode)
+    assert abs(lagging - training_mode) > 0.10 * training_mode, (lagging, training_mode)
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_anomaly_threshold_is_a_percentile_of_the_given_errors_and_survives_saving(
+        kind, tmp_path, mnist_arrays):
+    images = (mnist_arrays["x_test"][:64] / 255.0).astype("float32")[..., None]
+    model = models.build_model(kind, seed=0)
+    with pytest.raises(ValueError, match="no anomaly threshold"):
+        model.detect_anomalies(images)
+    threshold = model.set_anomaly_threshold(images[:32], percentile=90)
+    assert threshold == pytest.approx(np.percentile(model.reconstruction_errors(images[:32]), 90))
+    model.save(tmp_path / "model.keras")
+    loaded = keras.saving.load_model(tmp_path / "model.keras")
+    errors, is_anomaly = loaded.detect_anomalies(images)
+    assert loaded.anomaly_threshold == threshold and loaded.threshold_percentile == 90
+    np.testing.assert_array_equal(is_anomaly, errors > threshold)
+    assert is_anomaly[:32].sum() == 4  # 10 % of the 32 images the threshold came from (rounded up)
+
+
+def test_recomputed_statistics_are_those_of_the_whole_data_even_when_it_is_sorted(mnist_arrays):
+    """The first batch norm's input is fixed by the images: its recomputed variance must be
+    that input's variance over all images, not the smaller one within each digit's batches."""
+    labels = mnist_arrays["y_train"][:1024]
+    order = np.argsort(labels, kind="stable")
+    # A background as bright as the digit is large (0: black, 9: 72 % gray), so that the
+    # digits' feature statistics differ, as the classes of a user's folder may.
+    background = (0.08 * labels[order]).astype("float32")[:, None, None, None]
+    images = background + 0.2 * (mnist_arrays["x_train"][:1024][order] / 255.0)[..., None]
+    model = models.AE(batch_norm="keras", seed=0)
+    model.recompute_batch_norm_statistics(images, batch_size=32)
+    first_input = keras.Model(model.encoder.input, model.encoder.get_layer("relu_0").output)
+    features = first_input.predict(images, verbose=0)  # (N, 28, 28, 32)
+    batch_norm = model.encoder.get_layer("batch_norm_0")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(batch_norm.moving_mean),
+                               features.mean(axis=(0, 1, 2)), rtol=1e-2, atol=1e-6)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(batch_norm.moving_variance),
+                               features.var(axis=(0, 1, 2)), rtol=0.05, atol=1e-6)

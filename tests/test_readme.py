@@ -32,5 +32,8 @@ def test_the_use_it_from_python_snippet_runs(trained_runs, tiny_npz, tmp_path, m
     assert namespace["pictures"].shape == namespace["images"].shape == (8, 28, 28, 1)
     assert namespace["samples"].shape == (16, 28, 28, 1)
     assert namespace["errors"].shape == (8,) and np.all(namespace["errors"] >= 0)
+    vae = namespace["vae"]  # the run stored its threshold, and the flags follow it
+    np.testing.assert_array_equal(namespace["is_anomaly"],
+                                  namespace["errors"] > vae.anomaly_threshold)
     steps = keras.ops.convert_to_numpy(namespace["model"].optimizer.iterations)
     assert steps == 2  # 64 images at batch 32: the snippet trained
