@@ -1,4 +1,5 @@
-"""Data-parallel training through keras.distribution.DataParallel on 2 virtual CPU devices."""
+"""Data parallelism: keras.distribution.DataParallel on 2 virtual CPU devices, process roles, and
+each process's share of the batches."""
 
 import importlib.util
 import json
@@ -6,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 import scale_out
@@ -74,3 +76,22 @@ def test_process_roles_come_from_flags_or_keras_environment_variables():
                              "job_addresses": "h:1"}, "not one of 0..1")):
         with pytest.raises(run_settings.SettingsError, match=message):
             role(**flags)
+
+
+def test_each_process_reads_its_share_of_every_global_batch():
+    images = np.arange(22, dtype="float32").reshape(22, 1, 1, 1)
+    whole = training.ShuffledImageStream(images, batch_size=8, seed=3, whole_batches=True)
+    assert whole.batches_per_epoch == 2  # 22 // 8: the 6 left over wait for a later epoch
+    shares = [training.ShuffledImageStream(images, 8, 3, role=scale_out.ProcessRole(index, 2),
+                                           whole_batches=True) for index in (0, 1)]
+    for index in range(5):  # into the third epoch
+        global_batch = whole[index][0].ravel()
+        first, second = (share[index][0].ravel() for share in shares)
+        assert len(first) == len(second) == 4
+        np.testing.assert_array_equal(np.concatenate([first, second]), global_batch)
+    # The test set: every process its half of each batch, the whole set once over both.
+    test_shares = [training.ImageBatches(images[:20], 8, scale_out.ProcessRole(index, 2))
+                   for index in (0, 1)]
+    read = [np.concatenate([share[batch][0].ravel() for share in test_shares])
+            for batch in range(len(test_shares[0]))]
+    np.testing.assert_array_equal(np.concatenate(read), images[:20].ravel())

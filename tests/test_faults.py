@@ -191,10 +191,11 @@ def test_a_held_folder_refuses_a_second_run_and_a_resume_and_sigterm_keeps_the_c
 
 
 @pytest.mark.parametrize("kind", ["vae", "ae"])
-@pytest.mark.parametrize("latent_dim", [1, 3])
-def test_the_paper_parameter_count_is_the_models(kind, latent_dim):
-    model = models.build_model(kind, latent_dim=latent_dim)
-    assert memory_estimate.parameter_count(kind, latent_dim) == model.count_params()
+@pytest.mark.parametrize("latent_dim, image_shape", [(1, (28, 28, 1)), (3, (28, 28, 1)),
+                                                     (2, (32, 24, 3))])
+def test_the_paper_parameter_count_is_the_models(kind, latent_dim, image_shape):
+    model = models.build_model(kind, latent_dim=latent_dim, image_shape=image_shape)
+    assert memory_estimate.parameter_count(kind, latent_dim, image_shape) == model.count_params()
 
 
 def test_memory_need_grows_with_latent_size_and_batch_and_is_compared_with_what_is_free():
