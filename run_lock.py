@@ -12,16 +12,25 @@ anything there, with one line naming the process that holds it.
 """
 
 import contextlib
-import fcntl
 import os
 import pathlib
 import struct
+import sys
 
 import run_folder
 
+try:
+    import fcntl
+except ImportError:  # Windows: no fcntl; runs there are not locked (docs/reliability.md)
+    fcntl = None
+
 LOCK_FILE = ".lock"
-# struct flock of Linux and the BSDs on 64-bit machines: l_type, l_whence, l_start, l_len, l_pid
-_FLOCK_LAYOUT = "hhqqi4x"
+# struct flock on 64-bit machines. Linux: l_type, l_whence, l_start, l_len, l_pid;
+# macOS and the BSDs: l_start, l_len, l_pid, l_type, l_whence.
+_FLOCK_LAYOUT = "hhqqi4x" if sys.platform.startswith("linux") else "qqihh"
+_FLOCK_FIELDS = (("type", "whence", "start", "length", "pid")
+                 if sys.platform.startswith("linux")
+                 else ("start", "length", "pid", "type", "whence"))
 
 
 class RunFolderBusy(run_folder.RunFolderError):
@@ -34,13 +43,14 @@ def holder_of(lock_file_descriptor):
     F_GETLK is POSIX's way to ask; on file systems that cannot say (some
     network file systems answer 0) the answer is None.
     """
-    query = struct.pack(_FLOCK_LAYOUT, fcntl.F_WRLCK, os.SEEK_SET, 0, 0, 0)
+    wanted = {"type": fcntl.F_WRLCK, "whence": os.SEEK_SET, "start": 0, "length": 0, "pid": 0}
+    query = struct.pack(_FLOCK_LAYOUT, *(wanted[field] for field in _FLOCK_FIELDS))
     try:
         answer = fcntl.fcntl(lock_file_descriptor, fcntl.F_GETLK, query)
     except OSError:
         return None
-    lock_type, _, _, _, pid = struct.unpack(_FLOCK_LAYOUT, answer)
-    return pid if lock_type != fcntl.F_UNLCK and pid > 0 else None
+    held = dict(zip(_FLOCK_FIELDS, struct.unpack(_FLOCK_LAYOUT, answer)))
+    return held["pid"] if held["type"] != fcntl.F_UNLCK and held["pid"] > 0 else None
 
 
 def describe_process(pid):
@@ -72,6 +82,9 @@ def hold_run_folder(out, hold=True):
         yield pathlib.Path(out)
         return
     out_dir = run_folder.prepare_output_folder(out)
+    if fcntl is None:
+        yield out_dir
+        return
     lock_path = out_dir / LOCK_FILE
     try:
         descriptor = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
