@@ -130,9 +130,10 @@ def mse_figure(runs, title):
         if points:
             latent_dims, mses = zip(*points)
             line, = axis.plot(latent_dims, mses, marker=marker, label=MODEL_LABELS[model])
-            for latent_dim, mse in points:  # the value beside each point, to read off exactly
+            for latent_dim, mse in points:  # each value by its point, to read off exactly
+                # The VAE's error is the higher one: its values above its line, the AE's below.
                 axis.annotate(f"{mse:.4f}", (latent_dim, mse), textcoords="offset points",
-                              xytext=(6, 6 if model == "ae" else -13), fontsize=8,
+                              xytext=(0, -14 if model == "ae" else 7), ha="center", fontsize=8,
                               color=line.get_color())
     axis.set_xscale("log", base=2)
     latent_dims = sorted({run["latent_dim"] for run in runs})
