@@ -137,7 +137,7 @@ def frechet_distance(features, reference_features):
 # --- The digit classifier ---------------------------------------------------------------------
 
 def build_classifier(seed):
-    """A small CNN: two conv blocks, a 128-unit feature layer (for the Fréchet distance), softmax."""
+    """A small CNN: two conv blocks, a 128-unit layer (the Fréchet features), a softmax."""
     import keras
     from keras import layers
 
@@ -201,8 +201,8 @@ def samples_figure(samples, results):
         axis.set_xticks([])
         axis.set_yticks([])
         result = results[source]
-        axis.set_title(f"{source.upper()}, latent {result['latent_dim']}: "
-                       f"{'z ~ N(0, I)' if source == 'vae' else 'z ~ Gaussian fit to training codes'}"
+        sampling = "z ~ N(0, I)" if source == "vae" else "z ~ Gaussian fit to training codes"
+        axis.set_title(f"{source.upper()}, latent {result['latent_dim']}: {sampling}"
                        f"\n{100 * result['confident_share']:.0f} % confident, Fréchet distance "
                        f"{result['frechet_distance']:.1f}", fontsize=11)
     shown = min(GRID_SIDE, int(np.sqrt(len(samples["vae"])))) ** 2
