@@ -253,3 +253,14 @@ def test_bad_flags_are_one_line_errors(capsys, script, flag, value):
     assert exit_info.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and "error:" in lines[0] and flag in lines[0]
+
+
+def test_sweep_refuses_a_train_limit_above_the_data_before_training(tiny_npz, tmp_path, capsys):
+    code = latent_sweep.main(["--data", str(tiny_npz), "--train-limit", str(TINY_TRAIN + 1),
+                              "--out", str(tmp_path)])
+    assert code == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("latent_sweep.py: error:")
+    assert "larger than" in lines[0]
+    assert not list(tmp_path.iterdir())  # no run folder was started
