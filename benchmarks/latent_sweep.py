@@ -17,7 +17,7 @@ prints the table. The scores of each run:
 
   test_mse    mean squared error of the deterministic reconstruction
               (`model.reconstruct`: the VAE decodes its latent means)
-  test_loss   the training loss on the test set, after the last epoch:
+  test_loss   the training loss of the saved model on the test set:
               1000 x MSE + KL for the VAE (its z sampled, as in training),
               the MSE for the AE
   test_kl     the VAE's KL term on the test set (0 for the AE)
@@ -86,18 +86,17 @@ def run_settings(model, latent_dim, args):
 
 def score_run(run_dir, test_images):
     """The test scores of one finished run folder (see the module docstring)."""
-    import evaluation
+    import report
     import run_folder
 
     model, config = run_folder.load_model(run_dir)
-    reconstructions = model.reconstruct(test_images)
-    test_mse = float(evaluation.reconstruction_errors(test_images, reconstructions).mean())
-    # The test loss fit computed after the last epoch, on the very weights that were saved:
-    # no second pass over the test set is needed.
-    history = run_folder.read_history_csv(pathlib.Path(run_dir) / run_folder.HISTORY_FILE)
+    test_mse = float(model.reconstruction_errors(test_images).mean())
+    # The saved model's loss, as analysis.py reports it: training recomputes the batch-norm
+    # statistics after the last epoch, so fit's last val_loss is of slightly older statistics.
+    losses = report.test_losses(model, test_images, 256)
     return {"model": config["model"], "latent_dim": model.latent_dim,
             "epochs": config["settings"].epochs, "test_mse": test_mse,
-            "test_loss": history["val_loss"][-1], "test_kl": history.get("val_kl", [0.0])[-1],
+            "test_loss": losses["test_loss"], "test_kl": losses["test_kl"],
             "training_seconds": config["training"]["wall_seconds"],
             "precision": config["training"]["precision"], "run_folder": str(run_dir)}
 
