@@ -171,6 +171,15 @@ def test_detect_scores_folders_files_and_npz_against_the_stored_threshold(
                        [row["source"] for row in rows[:len(test_files)]]])
     assert errors[:len(test_files)][unseen].mean() > errors[:len(test_files)][~unseen].mean()
 
+    # analysis.py scores the same test folder with the same stored threshold.
+    assert analysis.main([str(run_dir)]) == 0
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["threshold"] == model.anomaly_threshold
+    assert list(metrics["auroc_per_class"]) == ["5", "6", "7", "8", "9"]
+    flagged_unseen = sum(row["anomaly"] == "true" for row, is_unseen
+                         in zip(rows[:len(test_files)], unseen) if is_unseen)
+    assert metrics["recall"] == pytest.approx(flagged_unseen / unseen.sum())
+
 
 def pathlib_parent_name(source):
     return source.rsplit("/", 2)[-2]
