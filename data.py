@@ -219,7 +219,7 @@ def read_image(path):
             image.load()
             if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
                 # Pillow's "L" maps 16-bit and float grayscale to 0..255 by clipping; those
-                # are rare in image folders, and stated in docs/data.md.
+                # are rare in image folders, and docs/own-images.md says so.
                 pixels = np.asarray(image.convert("L"))[..., np.newaxis]
             else:
                 pixels = np.asarray(image.convert("RGB"))
