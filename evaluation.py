@@ -5,6 +5,7 @@ with what.
 """
 
 import numpy as np
+from scipy.ndimage import convolve
 from sklearn.metrics import precision_score, recall_score, roc_auc_score, silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -45,6 +46,24 @@ def silhouette(latents, labels):
                               f"digits; it has {classes} digit{'s' if classes != 1 else ''} "
                               f"in {len(labels)} image{'s' if len(labels) != 1 else ''}")
     return float(silhouette_score(latents, labels, metric="euclidean"))
+
+
+def blot_share(images, level=0.9, contrast=0.3):
+    """The share of images with a blot: a pixel of at least `level` that is at least
+    `contrast` above the mean of its 8 neighbours (an isolated spot of ink). The
+    hard edge of a stroke on a black background counts too; decoders draw soft ones.
+
+    Args:
+        images: (N, H, W) or (N, H, W, C) in [0, 1]; channels are averaged.
+    """
+    images = np.asarray(images, dtype="float64")
+    if images.ndim == 4:
+        images = images.mean(axis=-1)
+    neighbours = np.ones((1, 3, 3)) / 8.0
+    neighbours[0, 1, 1] = 0.0
+    neighbour_mean = convolve(images, neighbours, mode="nearest")  # per image, edges repeated
+    blots = (images >= level) & (images - neighbour_mean >= contrast)
+    return float(blots.any(axis=(1, 2)).mean())
 
 
 def anomaly_report(train_errors, test_errors, test_labels, normal_digits,

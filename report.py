@@ -27,6 +27,7 @@ MANIFOLD_CELLS = 15
 EXPLORER_CELLS = 32
 TRAVERSAL_STEPS = 10
 PRIOR_SAMPLES = 32
+BLOT_SAMPLES = 2000  # prior samples scored for blots (evaluation.blot_share)
 MONTAGE_IMAGES = 10
 
 
@@ -255,6 +256,9 @@ def analyse(args):
         print("the images have no labels: k-NN accuracy, silhouette and class colours are "
               "left out")
 
+    if kind == "vae":  # isolated spots of ink in what the decoder draws from the prior
+        metrics["prior_blot_share"] = evaluation.blot_share(
+            model.sample(BLOT_SAMPLES, seed=0, batch_size=args.batch_size))
     write_latent_figures(save, model, kind, names, dataset.x_test, dataset.y_test, test_latents,
                          endpoints, args.batch_size, settings.digits)
     if model.latent_dim == 2:

@@ -94,3 +94,23 @@ def test_one_class_benchmark_writes_its_table(tmp_path, mnist_arrays):
     assert "DCAE (Ruff et al. 2018)" in table and "| 97.6 |" in table
     assert json.loads((out / "ae-latent4-epochs1-mse.json").read_text())["mean_auroc_percent"] == \
         pytest.approx(np.mean(list(summary["auroc_percent"].values())))
+
+
+def test_blot_share_counts_isolated_bright_pixels_not_strokes():
+    images = np.zeros((4, 8, 8))
+    images[0, 3, 3] = 1.0                      # an isolated spot: a blot
+    images[1, :, 1:6] = [0.6, 1.0, 1.0, 1.0, 0.6]  # a stroke with soft edges, as decoders draw
+
+    images[2, 3, 3] = 0.85                     # below the level
+    images[3] = 0.8
+    images[3, 4, 4] = 1.0                      # 0.2 above its neighbours: below the contrast
+    assert evaluation.blot_share(images) == 0.25
+    # A spot on the edge is compared with its neighbours inside the image (edges repeated).
+    corner = np.zeros((1, 8, 8))
+    corner[0, 0, 0] = 1.0
+    assert evaluation.blot_share(corner) == 1.0
+    # RGB images are scored on their channel mean: a gray spot counts, a pure red one does not.
+    rgb = np.zeros((2, 8, 8, 3))
+    rgb[0, 4, 4] = 1.0
+    rgb[1, 4, 4, 0] = 1.0
+    assert evaluation.blot_share(rgb) == 0.5
