@@ -46,6 +46,10 @@ ENCODER_STRIDES = (1, 2, 2, 1)
 DECODER_FILTERS = (64, 64, 64)
 DECODER_STRIDES = (1, 2, 2)
 BATCH_NORMS = ("auto", "keras", "fused")
+# How the decoder's stride-2 blocks upsample: the original's transposed convolution, or a
+# nearest-neighbour resize followed by a convolution (Odena et al. 2016, "Deconvolution and
+# checkerboard artifacts"), whose every output pixel sees the same number of weights.
+UPSAMPLINGS = ("transpose", "resize")
 PACKAGE = "vae_mnist"
 
 
@@ -146,7 +150,8 @@ def build_encoder(latent_dim=2, filters=ENCODER_FILTERS, strides=ENCODER_STRIDES
 
 
 def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES,
-                  image_shape=IMAGE_SHAPE, start_channels=ENCODER_FILTERS[-1], batch_norm="auto"):
+                  image_shape=IMAGE_SHAPE, start_channels=ENCODER_FILTERS[-1], batch_norm="auto",
+                  upsampling="transpose"):
     """Builds the convolutional decoder as a functional `keras.Model`.
 
     Args:
@@ -156,6 +161,9 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
         image_shape: `(height, width, channels)` of the output.
         start_channels: channels of the feature map the Dense layer is reshaped to.
         batch_norm: which batch-normalization layer to use (see `batch_norm_layer`).
+        upsampling: "transpose" (the original: Conv2DTranspose with the block's
+            stride) or "resize" (UpSampling2D by the stride, then a Conv2D) for
+            blocks of stride above 1.
 
     Returns:
         A `keras.Model` named "decoder" mapping `(batch, latent_dim)` to
@@ -166,9 +174,16 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
     z = keras.Input(shape=(latent_dim,), name="z")
     features = layers.Dense(math.prod(start_shape), name="dense")(z)
     features = layers.Reshape(start_shape, name="reshape")(features)  # (batch, 7, 7, 64)
+    if upsampling not in UPSAMPLINGS:
+        raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")
     for block, (block_filters, block_strides) in enumerate(zip(filters, strides)):
-        features = layers.Conv2DTranspose(block_filters, 3, strides=block_strides,
-                                          padding="same", name=f"deconv_{block}")(features)
+        if upsampling == "resize" and block_strides > 1:
+            features = layers.UpSampling2D(block_strides, name=f"upsample_{block}")(features)
+            features = layers.Conv2D(block_filters, 3, padding="same",
+                                     name=f"deconv_{block}")(features)
+        else:
+            features = layers.Conv2DTranspose(block_filters, 3, strides=block_strides,
+                                              padding="same", name=f"deconv_{block}")(features)
         features = layers.ReLU(name=f"relu_{block}")(features)
         features = batch_norm_layer(batch_norm, f"batch_norm_{block}")(features)
     logits = layers.Conv2DTranspose(image_shape[-1], 3, strides=1, padding="same",
@@ -215,7 +230,8 @@ class _Autoencoder(keras.Model):
     def __init__(self, latent_dim=2, encoder_filters=ENCODER_FILTERS,
                  encoder_strides=ENCODER_STRIDES, decoder_filters=DECODER_FILTERS,
                  decoder_strides=DECODER_STRIDES, image_shape=IMAGE_SHAPE, seed=None,
-                 batch_norm="auto", anomaly_threshold=None, threshold_percentile=None, **kwargs):
+                 batch_norm="auto", anomaly_threshold=None, threshold_percentile=None,
+                 upsampling="transpose", **kwargs):
         super().__init__(**kwargs)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
@@ -230,12 +246,13 @@ class _Autoencoder(keras.Model):
         self.batch_norm = batch_norm
         self.anomaly_threshold = anomaly_threshold
         self.threshold_percentile = threshold_percentile
+        self.upsampling = upsampling
         self.encoder = build_encoder(latent_dim, encoder_filters, encoder_strides,
                                      variational=self.variational, image_shape=image_shape,
                                      seed=seed, batch_norm=batch_norm)
         self.decoder = build_decoder(latent_dim, decoder_filters, decoder_strides,
                                      image_shape=image_shape, start_channels=encoder_filters[-1],
-                                     batch_norm=batch_norm)
+                                     batch_norm=batch_norm, upsampling=upsampling)
         self.mse_tracker = keras.metrics.Mean(name="mse")
         # The encoder and decoder are functional models, so all weights exist now:
         # weights can be loaded straight after construction.
@@ -254,6 +271,7 @@ class _Autoencoder(keras.Model):
             "batch_norm": self.batch_norm,
             "anomaly_threshold": self.anomaly_threshold,
             "threshold_percentile": self.threshold_percentile,
+            "upsampling": self.upsampling,
         }
 
     def _mean_over_batch(self, per_image, sample_weight):

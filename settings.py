@@ -18,6 +18,7 @@ DEFAULT_EPOCHS = {"vae": 15, "ae": 10}
 ORIGINAL_EPOCHS = {"vae": 100, "ae": 40}
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BATCH_NORMS = ("auto", "keras", "fused")
+UPSAMPLINGS = ("transpose", "resize")
 LR_SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist", "fashion_mnist")
 COLOR_MODES = ("auto", "grayscale", "rgb")
@@ -52,6 +53,7 @@ class TrainingSettings:
     seed: int = 0
     precision: str = "auto"
     batch_norm: str = "auto"
+    upsampling: str = "transpose"        # the decoder's stride-2 blocks: "transpose" or "resize"
     data_parallel: bool = False
     threshold_percentile: float = 99.0   # anomaly threshold: this percentile of training errors
     tensorboard: bool = False
@@ -246,6 +248,10 @@ def build_training_parser(model):
                         help="auto: TensorFlow's fused kernel under the TensorFlow backend, "
                              "Keras' layer elsewhere; keras: always Keras' layer; fused: the fused "
                              f"kernel, TensorFlow only. Same maths (default: {defaults.batch_norm})")
+    parser.add_argument("--upsampling", choices=UPSAMPLINGS,
+                        help="how the decoder's stride-2 blocks upsample: transpose "
+                             "(Conv2DTranspose, the original) or resize (UpSampling2D, then "
+                             f"Conv2D) (default: {defaults.upsampling})")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch over all of the backend's devices with "
                              "keras.distribution.DataParallel, in this process or, with "

@@ -242,7 +242,8 @@ class ImageBatches(keras.utils.PyDataset):
 def build_model(settings, image_shape=models.IMAGE_SHAPE):
     """The model that `settings` describe, for images of `image_shape` (H, W, C)."""
     config = {"latent_dim": settings.latent_dim, "seed": settings.seed,
-              "batch_norm": settings.batch_norm, "image_shape": tuple(image_shape)}
+              "batch_norm": settings.batch_norm, "image_shape": tuple(image_shape),
+              "upsampling": settings.upsampling}
     if settings.model == "vae":
         config["reconstruction_weight"] = settings.reconstruction_weight
     try:

@@ -317,3 +317,19 @@ def test_recomputed_statistics_are_those_of_the_whole_data_even_when_it_is_sorte
                                features.mean(axis=(0, 1, 2)), rtol=1e-2, atol=1e-6)
     np.testing.assert_allclose(keras.ops.convert_to_numpy(batch_norm.moving_variance),
                                features.var(axis=(0, 1, 2)), rtol=0.05, atol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_resize_upsampling_decodes_to_the_image_shape_with_the_same_weights_count(kind, tmp_path):
+    original = models.build_model(kind, image_shape=(32, 32, 3))
+    resized = models.build_model(kind, image_shape=(32, 32, 3), upsampling="resize")
+    upsampling_layers = [layer.name for layer in resized.decoder.layers
+                         if isinstance(layer, keras.layers.UpSampling2D)]
+    assert upsampling_layers == ["upsample_1", "upsample_2"]  # the two stride-2 blocks
+    assert not any(isinstance(layer, keras.layers.UpSampling2D) for layer in original.decoder.layers)
+    assert resized.decode(np.zeros((2, resized.latent_dim))).shape == (2, 32, 32, 3)
+    assert resized.count_params() == original.count_params()
+    resized.save(tmp_path / "model.keras")
+    assert keras.saving.load_model(tmp_path / "model.keras").upsampling == "resize"
+    with pytest.raises(ValueError, match="upsampling must be one of"):
+        models.build_model(kind, upsampling="bicubic")
