@@ -31,8 +31,8 @@ def describe_shape(height, width, channels):
     return f"{height} x {width} {'RGB' if channels == 3 else 'grayscale'}"
 
 
-def conform(pixels, has_colour, source, image_shape, resize):
-    """One uint8 image (H, W, C) as float32 in the run's shape, or a DataError with the fix.
+def conform(image, has_colour, source, image_shape, resize):
+    """One image (H, W, C) in [0, 1] in the run's shape, or a DataError with the fix.
 
     A grayscale run takes grayscale images and colour files whose pixels are all
     gray; an RGB run takes RGB files. A size other than the run's is refused
@@ -44,15 +44,15 @@ def conform(pixels, has_colour, source, image_shape, resize):
         raise data.DataError(f"{source} has colour, but the run was trained on {expected} "
                              f"images: convert the images to grayscale, or train a run on RGB "
                              f"images")
-    if channels == 3 and pixels.shape[-1] == 1:
+    if channels == 3 and image.shape[-1] == 1:
         raise data.DataError(f"{source} is grayscale, but the run was trained on {expected} "
                              f"images: convert the images to RGB, or use a grayscale run")
-    if pixels.shape[:2] != (height, width) and not resize:
-        raise data.DataError(f"{source} is {pixels.shape[0]} x {pixels.shape[1]}, but the run "
+    if image.shape[:2] != (height, width) and not resize:
+        raise data.DataError(f"{source} is {image.shape[0]} x {image.shape[1]}, but the run "
                              f"was trained on {expected} images: resize them, or give --resize")
-    image = pixels.astype("float32")[np.newaxis] / 255.0
-    image = data.convert_channels(image, "rgb" if channels == 3 else "grayscale")
-    return data.resize_images(image, (height, width))[0]
+    batch = data.convert_channels(image.astype("float32")[np.newaxis],
+                                  "rgb" if channels == 3 else "grayscale")
+    return data.resize_images(batch, (height, width))[0]
 
 
 def npz_images(path, image_shape, resize):
@@ -69,11 +69,10 @@ def npz_images(path, image_shape, resize):
     for key, array in arrays.items():
         prepared = data.prepare_images(array, f"{path}:{key}")  # (N, H, W, C) in [0, 1]
         for index, image in enumerate(prepared):
-            pixels = np.round(image * 255.0).astype("uint8")
-            colour = pixels.shape[-1] == 3 and not (np.ptp(pixels, axis=-1) == 0).all()
+            colour = image.shape[-1] == 3 and bool(np.ptp(image, axis=-1).any())
             source = f"{path}:{key}[{index}]"
             sources.append(source)
-            images.append(conform(pixels, colour, source, image_shape, resize))
+            images.append(conform(image, colour, source, image_shape, resize))
     return sources, images
 
 
@@ -106,9 +105,9 @@ def collect_inputs(inputs, image_shape, resize=False):
         else:
             raise data.DataError(f"{path} does not exist: check the path")
         for file in files:
-            pixels, has_colour = data.read_image(file)
+            pixels, has_colour = data.read_image(file)  # uint8
             sources.append(str(file))
-            images.append(conform(pixels, has_colour, file, image_shape, resize))
+            images.append(conform(pixels / 255.0, has_colour, file, image_shape, resize))
     return sources, np.stack(images)
 
 
