@@ -306,6 +306,9 @@ def load_image_folder(folder, image_size=None, color_mode="auto", validation_spl
         if (train_names is None) != (test_names is None):
             raise DataError(f"{folder}: one of train/ and test/ has class subfolders and the "
                             f"other has not: give both the same layout")
+        if not test_files:
+            raise DataError(f"{folder / 'test'} holds no images: put test images in it, or "
+                            f"move train/'s contents up and use --validation-split")
         source = f"image folder {folder} (train/ and test/)"
     else:
         train_files, train_names = read_tree(folder)
@@ -314,12 +317,10 @@ def load_image_folder(folder, image_size=None, color_mode="auto", validation_spl
     pixel_arrays = read_image_files(train_files + test_files, folder)
     images = stack_images(pixel_arrays, image_size, color_mode, folder)
     class_names = sorted(set(train_names) | set(test_names)) if train_names is not None else None
-    labels = (np.array([class_names.index(name) for name in train_names + test_names], "int64")
+    class_index = {name: index for index, name in enumerate(class_names or [])}
+    labels = (np.array([class_index[name] for name in train_names + test_names], "int64")
               if class_names else None)
     if split_layout:
-        if not test_files:
-            raise DataError(f"{folder / 'test'} holds no images: put test images in it, or "
-                            f"move train/'s contents up and use --validation-split")
         # Files come class by class; a seeded shuffle makes "the first N images"
         # (--train-limit, the figures' examples) a mix of classes, as in MNIST.
         rng = np.random.default_rng(seed)

@@ -99,8 +99,9 @@ class DataNames:
         return f"digit {name}" if self.class_title == "digit" else name
 
     def classes(self, indices):
-        return " ".join(self.class_names[index] for index in indices) if self.class_title == \
-            "digit" else ", ".join(self.class_names[index] for index in indices)
+        """The names of the classes `indices`: "0 1 2" for digits, "cat, dog" otherwise."""
+        separator = " " if self.class_title == "digit" else ", "
+        return separator.join(self.class_names[index] for index in indices)
 
 
 class FigureWriter:
