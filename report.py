@@ -8,6 +8,7 @@ other classes are scored as anomalies. Unlabelled data gets no per-class
 metrics or colours.
 """
 
+import dataclasses
 import pathlib
 
 import keras
@@ -224,9 +225,9 @@ def analyse(args):
     model, config = run_folder.load_model(run_dir)
     kind = config["model"]
     settings = config["settings"]
-    dataset = data.load_dataset(args.data or config.get("data", {}).get("path"), settings.dataset,
-                                settings.image_size, settings.color_mode,
-                                settings.validation_split, settings.seed)
+    # The run's data, as training loaded it, unless --data names other images.
+    dataset = training.load_data(dataclasses.replace(
+        settings, data=args.data or config.get("data", {}).get("path")))
     print(dataset.describe())
     if dataset.image_shape != model.image_shape:
         raise data.DataError(f"the images are {format_shape(dataset.image_shape)}, but the run "
