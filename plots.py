@@ -64,7 +64,9 @@ def loss_curve(history, title):
         epochs = np.arange(1, len(history[name]) + 1)
         axis.plot(epochs, history[name], marker="o", markersize=3, label="training")
         if "val_" + name in history:
-            axis.plot(epochs, history["val_" + name], marker="o", markersize=3, label="test")
+            test_values = np.asarray(history["val_" + name], dtype=float)
+            tested = np.isfinite(test_values)  # --test-every leaves the other epochs NaN
+            axis.plot(epochs[tested], test_values[tested], marker="o", markersize=3, label="test")
         axis.set_xlabel("epoch")
         axis.set_ylabel(name)
         axis.set_title({"loss": "total loss", "mse": "reconstruction MSE",

@@ -17,6 +17,7 @@ leaves a half-written file and never damages a file written before.
 import csv
 import dataclasses
 import json
+import math
 import os
 import pathlib
 import tempfile
@@ -47,7 +48,10 @@ def write_history_csv(path, history):
     columns = sorted(history)
     epochs = len(history[columns[0]]) if columns else 0
     rows = [",".join(["epoch"] + columns)]
-    rows += [",".join([str(epoch + 1)] + [repr(float(history[column][epoch])) for column in columns])
+    # An epoch without a test evaluation (--test-every) has NaN there: an empty cell.
+    rows += [",".join([str(epoch + 1)] + ["" if math.isnan(value) else repr(value)
+                                          for value in (float(history[column][epoch])
+                                                        for column in columns)])
              for epoch in range(epochs)]
     write_text(path, "\n".join(rows) + "\n")
 
@@ -58,7 +62,8 @@ def read_history_csv(path):
         rows = list(csv.DictReader(file))
     if not rows:
         return {}
-    return {column: [float(row[column]) for row in rows] for column in rows[0] if column != "epoch"}
+    return {column: [float(row[column]) if row[column] else math.nan for row in rows]
+            for column in rows[0] if column != "epoch"}
 
 
 def save_weights(model, path):

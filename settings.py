@@ -24,8 +24,8 @@ DATASETS = ("mnist", "fashion_mnist")
 COLOR_MODES = ("auto", "grayscale", "rgb")
 
 # What a resumed run takes from its command line; everything else comes from the run.
-RESUME_OVERRIDES = ("epochs", "learning_rate", "out", "verbose", "data_parallel", "resume",
-                    "tensorboard", "job_addresses", "num_processes", "process_id")
+RESUME_OVERRIDES = ("epochs", "learning_rate", "test_every", "out", "verbose", "data_parallel",
+                    "resume", "tensorboard", "job_addresses", "num_processes", "process_id")
 
 
 class SettingsError(ValueError):
@@ -48,6 +48,7 @@ class TrainingSettings:
     batch_size: int = 32
     learning_rate: float = 5e-4
     lr_schedule: str = "constant"
+    warmup_epochs: int = 0               # linear learning-rate warm-up from 0, before the schedule
     latent_dim: int = 2
     reconstruction_weight: float = 1000.0  # VAE loss = weight * MSE + KL; unused by the AE
     seed: int = 0
@@ -55,6 +56,7 @@ class TrainingSettings:
     batch_norm: str = "auto"
     upsampling: str = "transpose"        # the decoder's stride-2 blocks: "transpose" or "resize"
     data_parallel: bool = False
+    test_every: int = 1                  # evaluate the test set every N epochs, and after the last
     threshold_percentile: float = 99.0   # anomaly threshold: this percentile of training errors
     tensorboard: bool = False
     job_addresses: str | None = None     # multi-process --data-parallel (see scale_out.py)
@@ -231,6 +233,10 @@ def build_training_parser(model):
                         help="constant: the learning rate throughout, as the original; cosine: "
                              "decay it from --learning-rate to 0 over --epochs "
                              f"(default: {defaults.lr_schedule})")
+    parser.add_argument("--warmup-epochs", type=non_negative_int,
+                        help="raise the learning rate linearly from 0 to --learning-rate over "
+                             "this many epochs, before --lr-schedule takes over "
+                             f"(default: {defaults.warmup_epochs})")
     parser.add_argument("--latent-dim", type=positive_int,
                         help=f"size of the latent code (default: {defaults.latent_dim})")
     if model == "vae":
@@ -267,6 +273,10 @@ def build_training_parser(model):
                         help="with --data-parallel: this process's number, 0 to P - 1; process 0 "
                              "writes the run folder (default: $KERAS_DISTRIBUTION_PROCESS_ID, "
                              "else 0)")
+    parser.add_argument("--test-every", type=positive_int, metavar="N",
+                        help="evaluate the test set after every N-th epoch and after the last; "
+                             "history.csv leaves the other epochs' test columns empty "
+                             f"(default: {defaults.test_every})")
     parser.add_argument("--threshold-percentile", type=percentile, metavar="P",
                         help="anomaly threshold stored with the run, for detect.py: this "
                              "percentile of the training images' reconstruction errors "

@@ -46,16 +46,29 @@ def resolve_precision(precision):
 
 def learning_rate_schedule(settings, train_images):
     """The learning rate, or a Keras schedule of it, that `settings.lr_schedule` asks for."""
-    if settings.lr_schedule == "constant":
+    steps_per_epoch = math.ceil(train_images / settings.batch_size)
+    warmup_steps = min(settings.warmup_epochs, settings.epochs) * steps_per_epoch
+    if settings.lr_schedule == "constant" and not warmup_steps:
         return settings.learning_rate
-    steps = settings.epochs * math.ceil(train_images / settings.batch_size)
-    return keras.optimizers.schedules.CosineDecay(settings.learning_rate, decay_steps=steps)
+    # CosineDecay warms up linearly from its initial rate to warmup_target, then decays to
+    # alpha * warmup_target; alpha=1 keeps the rate constant after the warm-up.
+    return keras.optimizers.schedules.CosineDecay(
+        0.0 if warmup_steps else settings.learning_rate,
+        decay_steps=max(settings.epochs * steps_per_epoch - warmup_steps, 1),
+        alpha=1.0 if settings.lr_schedule == "constant" else 0.0,
+        warmup_target=settings.learning_rate if warmup_steps else None,
+        warmup_steps=warmup_steps)
 
 
 def compile_model(model, learning_rate=5e-4):
     """Compiles a VAE or AE with Adam; the model computes its own loss (see models.py)."""
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
     return model
+
+
+def test_epochs(epochs, test_every):
+    """The epochs (1-based) after which fit evaluates the test set: every N-th, and the last."""
+    return sorted({*range(test_every, epochs + 1, test_every), epochs})
 
 
 class TrainingStopped(Exception):
@@ -95,8 +108,12 @@ class RunRecorder(keras.callbacks.Callback):
         logs = logs or {}
         if not all(math.isfinite(float(value)) for value in logs.values()):
             return
+        done = self.epochs_done
         for name, value in logs.items():
-            self.history.setdefault(name, []).append(float(value))
+            # A test metric first seen after epochs without a test evaluation starts with NaNs.
+            self.history.setdefault(name, [math.nan] * done).append(float(value))
+        for values in self.history.values():  # and one missing now (--test-every) gets a NaN
+            values.extend([math.nan] * (done + 1 - len(values)))
         if not self.writes_files:
             return
         run_folder.write_checkpoint(
@@ -366,6 +383,7 @@ def train(settings, given=frozenset(), callbacks=()):
     model.fit(as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch, shuffle=False,
               initial_epoch=first_epoch, epochs=settings.epochs,
               validation_data=as_fit_data(test_batches),
+              validation_freq=test_epochs(settings.epochs, settings.test_every),
               callbacks=[keras.callbacks.TerminateOnNaN(), recorder, *logging, *callbacks],
               verbose=settings.verbose)
     if recorder.epochs_done < settings.epochs:  # TerminateOnNaN stopped training

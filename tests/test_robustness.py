@@ -1,5 +1,6 @@
 """Checkpoints, resume, Ctrl-C, NaN and reproducibility of training runs."""
 
+import dataclasses
 import json
 import signal
 import subprocess
@@ -11,6 +12,7 @@ import pytest
 
 import losses
 import run_folder
+import settings
 import training
 from conftest import REPO, tiny_run_args
 from test_scripts import assert_one_line_error, folder_digest
@@ -79,8 +81,13 @@ def test_test_set_batches_cover_the_images_in_order():
 
 def test_two_plus_two_resumed_epochs_equal_four_straight(tiny_npz, tmp_path):
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
-    assert training.main("vae", tiny_run_args(tiny_npz, straight, "--epochs", "4")) == 0
-    assert training.main("vae", tiny_run_args(tiny_npz, resumed, "--epochs", "2")) == 0
+    # --test-every 2: the test set is evaluated after epochs 2 and 4, also across a resume.
+    # (A test evaluation draws the VAE's sampling noise, so a run ended at an epoch that the
+    # straight run does not evaluate would not resume to the same weights.)
+    assert training.main("vae", tiny_run_args(tiny_npz, straight, "--epochs", "4",
+                                              "--test-every", "2")) == 0
+    assert training.main("vae", tiny_run_args(tiny_npz, resumed, "--epochs", "2",
+                                              "--test-every", "2")) == 0
     assert checkpoint_epoch(resumed) == 2
     assert training.main("vae", tiny_run_args(tiny_npz, resumed, "--epochs", "4",
                                               "--resume")) == 0
@@ -90,9 +97,44 @@ def test_two_plus_two_resumed_epochs_equal_four_straight(tiny_npz, tmp_path):
         np.testing.assert_allclose(resumed_weight, straight_weight, rtol=1e-5, atol=1e-6)
     history = run_folder.read_history_csv(resumed / run_folder.HISTORY_FILE)
     assert len(history["loss"]) == 4
-    np.testing.assert_allclose(history["loss"],
-                               run_folder.read_history_csv(straight / "history.csv")["loss"],
+    straight_history = run_folder.read_history_csv(straight / "history.csv")
+    np.testing.assert_allclose(history["loss"], straight_history["loss"], rtol=1e-4)
+    for run_history in (history, straight_history):
+        assert np.isnan(run_history["val_loss"][0::2]).all()
+        assert np.isfinite(run_history["val_loss"][1::2]).all()
+    np.testing.assert_allclose(history["val_loss"][1::2], straight_history["val_loss"][1::2],
                                rtol=1e-4)
+
+
+def test_the_test_set_is_evaluated_every_nth_epoch_and_after_the_last():
+    assert training.test_epochs(10, 4) == [4, 8, 10]
+    assert training.test_epochs(8, 4) == [4, 8]
+    assert training.test_epochs(3, 5) == [3]
+    assert training.test_epochs(3, 1) == [1, 2, 3]
+
+
+def test_history_csv_leaves_untested_epochs_empty_and_reads_them_back_as_nan(tmp_path):
+    path = tmp_path / "history.csv"
+    run_folder.write_history_csv(path, {"loss": [3.0, 2.0], "val_loss": [float("nan"), 1.5]})
+    assert path.read_text().splitlines()[1:] == ["1,3.0,", "2,2.0,1.5"]
+    history = run_folder.read_history_csv(path)
+    assert history["loss"] == [3.0, 2.0]
+    assert np.isnan(history["val_loss"][0]) and history["val_loss"][1] == 1.5
+
+
+@pytest.mark.parametrize("schedule", ["cosine", "constant"])
+def test_warmup_rises_linearly_to_the_learning_rate_then_the_schedule_takes_over(schedule):
+    run_settings = settings.TrainingSettings(epochs=10, batch_size=100, learning_rate=2e-3,
+                                             lr_schedule=schedule, warmup_epochs=2)
+    rate = training.learning_rate_schedule(run_settings, train_images=1000)  # 10 steps an epoch
+    rates = [float(rate(step)) for step in (0, 10, 20, 60, 100)]
+    np.testing.assert_allclose(rates[:3], [0.0, 1e-3, 2e-3], atol=1e-9)
+    if schedule == "cosine":  # halfway through the decay it is at half, and 0 at the end
+        np.testing.assert_allclose(rates[3:], [1e-3, 0.0], atol=1e-9)
+    else:
+        np.testing.assert_allclose(rates[3:], [2e-3, 2e-3], atol=1e-9)
+    without = dataclasses.replace(run_settings, warmup_epochs=0, lr_schedule="constant")
+    assert training.learning_rate_schedule(without, train_images=1000) == 2e-3
 
 
 def test_same_seed_gives_identical_weights_and_another_seed_does_not(tiny_npz, tmp_path,
