@@ -368,7 +368,9 @@ def train(settings, given=frozenset(), callbacks=()):
         restore_checkpoint(model, *checkpoint)
     recorder = RunRecorder(out_dir, history, settings.to_dict(), role.writes_run_folder)
     print(f"{settings.model.upper()}: {settings.epochs} epochs, batch {settings.batch_size}, "
-          f"learning rate {settings.learning_rate:g} ({settings.lr_schedule}), "
+          f"learning rate {settings.learning_rate:g} ({settings.lr_schedule}"
+          + (f", {settings.warmup_epochs} warm-up epochs" if settings.warmup_epochs else "")
+          + f"), {settings.upsampling} upsampling, "
           f"latent {settings.latent_dim}, {precision}, backend {keras.backend.backend()}")
     started = time.perf_counter()
     first_epoch = recorder.epochs_done

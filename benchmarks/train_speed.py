@@ -327,6 +327,9 @@ def _train_project(args, keras, clock_class):
             model="vae", data=args.data, train_limit=args.train_limit, epochs=args.epochs,
             batch_size=args.batch_size, learning_rate=args.project_learning_rate,
             lr_schedule=args.project_lr_schedule, latent_dim=LATENT_DIM,
+            # The original architecture and a test evaluation after every epoch, as the
+            # reference: the same model, so the throughputs compare, and a loss per epoch.
+            warmup_epochs=0, upsampling="transpose", test_every=1,
             reconstruction_weight=RECONSTRUCTION_WEIGHT, seed=args.seed,
             precision=args.precision, out=str(pathlib.Path(out_dir) / "vae"), verbose=0)
         try:

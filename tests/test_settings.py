@@ -64,6 +64,29 @@ def test_a_dict_from_before_the_dataclass_fills_in_the_defaults():
     assert restored.train_limit == 256 and restored.epochs == settings.DEFAULT_EPOCHS["vae"]
 
 
+@pytest.mark.parametrize("model", ["vae", "ae"])
+def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win(model):
+    parsed, given = settings.parse_training_flags(model, ["--recipe", "original"])
+    assert (parsed.epochs, parsed.learning_rate, parsed.lr_schedule, parsed.warmup_epochs,
+            parsed.upsampling, parsed.test_every, parsed.batch_size) == \
+        (settings.ORIGINAL_EPOCHS[model], 5e-4, "constant", 0, "transpose", 1, 32)
+    assert {"epochs", "learning_rate", "upsampling"} <= given  # so --resume can refuse a change
+    parsed, _ = settings.parse_training_flags(model, ["--recipe", "original", "--epochs", "7"])
+    assert parsed.epochs == 7 and parsed.upsampling == "transpose"
+    tuned, given = settings.parse_training_flags(model, [])
+    assert tuned.upsampling == "resize" and tuned.lr_schedule == "cosine" and given == set()
+
+
+def test_stored_settings_without_the_later_fields_take_the_values_of_their_time():
+    # A run from before --upsampling, --warmup-epochs and --test-every trained the original way.
+    stored = settings.TrainingSettings.defaults_for("vae", "original").to_dict()
+    for name in ("upsampling", "warmup_epochs", "test_every"):
+        del stored[name]
+    restored = settings.TrainingSettings.from_dict(stored, "vae", "checkpoint.npz")
+    assert (restored.upsampling, restored.warmup_epochs, restored.test_every) == \
+        ("transpose", 0, 1)
+
+
 def test_resume_keeps_the_run_settings_and_takes_epochs_and_learning_rate():
     saved = dataclasses.replace(settings.TrainingSettings.defaults_for("vae"), epochs=4, seed=3,
                                 latent_dim=5)
