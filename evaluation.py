@@ -48,13 +48,15 @@ def silhouette(latents, labels):
     return float(silhouette_score(latents, labels, metric="euclidean"))
 
 
-def blot_share(images, level=0.9, contrast=0.3):
-    """The share of images with a blot: a pixel of at least `level` that is at least
-    `contrast` above the mean of its 8 neighbours (an isolated spot of ink). The
-    hard edge of a stroke on a black background counts too; decoders draw soft ones.
+def blot_mask(images, level=0.9, contrast=0.3):
+    """Where the blots are: pixels of at least `level` that are at least `contrast` above
+    the mean of their 8 neighbours (an isolated spot of ink). The hard edge of a
+    thin stroke counts too; decoders mostly draw soft ones.
 
     Args:
         images: (N, H, W) or (N, H, W, C) in [0, 1]; channels are averaged.
+    Returns:
+        A bool array (N, H, W).
     """
     images = np.asarray(images, dtype="float64")
     if images.ndim == 4:
@@ -62,8 +64,12 @@ def blot_share(images, level=0.9, contrast=0.3):
     neighbours = np.ones((1, 3, 3)) / 8.0
     neighbours[0, 1, 1] = 0.0
     neighbour_mean = convolve(images, neighbours, mode="nearest")  # per image, edges repeated
-    blots = (images >= level) & (images - neighbour_mean >= contrast)
-    return float(blots.any(axis=(1, 2)).mean())
+    return (images >= level) & (images - neighbour_mean >= contrast)
+
+
+def blot_share(images, level=0.9, contrast=0.3):
+    """The share of images with at least one blot (`blot_mask`)."""
+    return float(blot_mask(images, level, contrast).any(axis=(1, 2)).mean())
 
 
 def anomaly_report(train_errors, test_errors, test_labels, normal_digits,

@@ -204,3 +204,51 @@ def test_input_pipeline_benchmark_times_the_training_stream(small_npz, capsys):
     rows = [line for line in capsys.readouterr().out.splitlines() if line.startswith("| 8 |")
             or line.startswith("| 16 |")]
     assert len(rows) == 2
+
+
+def test_seed_table_trains_each_seed_in_its_own_process_and_tabulates_analysis(
+        small_npz, tmp_path, capsys):
+    seed_table = load_benchmark("seed_table")
+    out = tmp_path / "table"
+    code = seed_table.main(["--seeds", "3", "--label", "tiny", "--target-loss", "1e6",
+                            "--out", str(out), "--", "--data", str(small_npz), "--epochs", "1",
+                            "--train-limit", str(TINY_TRAIN), "--precision", "float32"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1].removeprefix(
+        seed_table.RESULT_MARKER))
+    run_dir = out / "vae-tiny-seed3"
+    metrics = json.loads((run_dir / "metrics.json").read_text())  # written by analysis.py
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["settings"]["seed"] == 3 and config["settings"]["epochs"] == 1
+    (row,) = result["rows"]
+    assert row["test_loss"] == metrics["test_loss"] and row["knn5_accuracy"] == metrics["knn5_accuracy"]
+    # The whole process includes start-up and saving, so it outlasts the training itself.
+    assert row["whole_process_seconds"] > row["training_seconds"] == config["training"]["wall_seconds"]
+    assert result["seeds_at_or_below_target"] == 1 and result["median"]["test_loss"] == row["test_loss"]
+    assert "| 3 | " in captured.out and "| worst | " in captured.out
+
+
+def test_seed_table_reports_a_failed_training_in_one_line(small_npz, tmp_path, capsys):
+    seed_table = load_benchmark("seed_table")
+    code = seed_table.main(["--seeds", "0", "--out", str(tmp_path), "--",
+                            "--data", str(tmp_path / "missing.npz")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1 and "train_vae.py --seed 0 failed" in err[0]
+    assert "missing.npz" in err[0]
+
+
+def test_blots_counts_the_flagged_prior_samples_and_draws_them(trained_runs, tmp_path, capsys):
+    import evaluation
+    import run_folder
+
+    blots = load_benchmark("blots")
+    assert blots.main([str(trained_runs / "vae"), "--samples", "300",
+                       "--out", str(tmp_path)]) == 0
+    shares = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    model, _ = run_folder.load_model(trained_runs / "vae")
+    assert shares[str(trained_runs / "vae")] == evaluation.blot_share(model.sample(300, seed=0))
+    assert (tmp_path / "vae-blots.png").stat().st_size > 1000
+    # An AE has no prior: one line, no picture.
+    assert blots.main([str(trained_runs / "ae"), "--out", str(tmp_path / "ae")]) == 2
+    assert "holds an AE" in capsys.readouterr().err and not (tmp_path / "ae").exists()

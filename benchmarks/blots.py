@@ -1,0 +1,100 @@
+"""Blots in what a VAE draws from its prior: their share, and a picture of the flagged samples.
+
+    python benchmarks/blots.py runs/vae                         # one run
+    python benchmarks/blots.py runs/seed_table/vae-*-seed2 --out runs/blots
+    python benchmarks/blots.py --help                           # every flag and its default
+
+For each VAE run folder: decode `--samples` latents drawn from N(0, I) (seed 0,
+as `analysis.py` does for `prior_blot_share`), count the samples with a blot
+(`evaluation.blot_mask`: a pixel of at least 0.9 that is at least 0.3 above the
+mean of its 8 neighbours), and save `--out/RUN-blots.png`: up to 16 flagged
+samples with the flagged pixels circled. The circles show whether a flag is a
+spot of ink (a blot) or the hard edge of a thin stroke, which the measure also
+counts. The last line printed is one JSON object {run: blot share}.
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+
+import matplotlib.pyplot as plt
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import settings  # noqa: E402  (light: no Keras, so the flags are parsed before Keras loads)
+
+PROG = "blots.py"
+SHOWN = 16
+
+
+def build_parser():
+    parser = settings.OneLineParser(
+        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Share of prior samples with a blot, and a picture of the flagged ones, "
+                    "for each VAE run folder.")
+    parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="VAE run folders")
+    parser.add_argument("--samples", type=settings.positive_int, default=2000,
+                        help="latents drawn from N(0, I) per run")
+    parser.add_argument("--out", default="runs/blots", help="folder for the pictures")
+    return parser
+
+
+def flagged_figure(samples, masks, title, colormap):
+    """Up to SHOWN flagged samples, their flagged pixels circled in red."""
+    figure, axes = plt.subplots(2, SHOWN // 2, figsize=(SHOWN / 2 * 1.3, 3.2))
+    for index, axis in enumerate(axes.flat):
+        axis.set_axis_off()
+        if index >= len(samples):
+            continue
+        image = samples[index]
+        axis.imshow(image[..., 0] if image.shape[-1] == 1 else image, cmap=colormap,
+                    vmin=0, vmax=1)
+        rows, columns = masks[index].nonzero()
+        axis.scatter(columns, rows, s=40, facecolors="none", edgecolors="red", linewidths=1)
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def run(args):
+    import evaluation
+    import plots
+    import run_folder
+
+    out_dir = pathlib.Path(args.out)
+    shares = {}
+    for run_dir in map(pathlib.Path, args.run_dirs):
+        model, config = run_folder.load_model(run_dir)
+        if not model.variational:
+            raise run_folder.RunFolderError(f"{run_dir} holds an AE, which has no prior to "
+                                            f"sample: give VAE run folders")
+        samples = model.sample(args.samples, seed=0)
+        masks = evaluation.blot_mask(samples)
+        flagged = masks.any(axis=(1, 2)).nonzero()[0]
+        shares[str(run_dir)] = len(flagged) / args.samples
+        out_dir.mkdir(parents=True, exist_ok=True)
+        picture = out_dir / f"{run_dir.name}-blots.png"
+        title = (f"{run_dir.name}: {len(flagged)} of {args.samples:,} prior samples flagged "
+                 f"({len(flagged) / args.samples:.2%})"
+                 + ("" if len(flagged) <= SHOWN else f", the first {SHOWN} shown"))
+        plots.save(flagged_figure(samples[flagged[:SHOWN]], masks[flagged[:SHOWN]], title,
+                                  "gray_r"), picture)
+        print(f"{run_dir}: {len(flagged)} of {args.samples:,} samples flagged "
+              f"({len(flagged) / args.samples:.2%}); wrote {picture}", flush=True)
+    print(json.dumps(shares))
+    return 0
+
+
+def main(argv=None):
+    args = build_parser().parse_args(argv)
+    import training  # Keras loads here, after the flags
+
+    return training.run_reporting_user_errors(PROG, run, args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
