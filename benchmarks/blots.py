@@ -10,16 +10,21 @@ as `analysis.py` does for `prior_blot_share`), count the samples with a blot
 mean of its 8 neighbours), and save `--out/RUN-blots.png`: up to 16 flagged
 samples with the flagged pixels circled. The circles show whether a flag is a
 spot of ink (a blot) or the hard edge of a thin stroke, which the measure also
-counts. The last line printed is one JSON object {run: blot share}.
+counts. For labelled data it also prints the class of the test image whose
+latent mean lies nearest to each flagged sample's latent, and the flagged
+latents' mean distance from the origin. The last line printed is one JSON
+object {run: blot share}.
 """
 
 import argparse
+import collections
 import json
 import os
 import pathlib
 import sys
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO = pathlib.Path(__file__).resolve().parents[1]
@@ -60,6 +65,22 @@ def flagged_figure(samples, masks, title, colormap):
     return figure
 
 
+def nearest_test_classes(model, config, latents):
+    """How many of `latents` lie nearest (1-NN) to a test image's latent mean of each class.
+
+    Returns a `collections.Counter` {class name: count}, empty for unlabelled data.
+    """
+    import training
+    from sklearn.neighbors import KNeighborsClassifier
+
+    dataset = training.load_data(config["settings"])
+    if not dataset.labelled or not len(latents):
+        return collections.Counter()
+    classifier = KNeighborsClassifier(n_neighbors=1).fit(model.encode(dataset.x_test),
+                                                         dataset.y_test)
+    return collections.Counter(dataset.class_names[label] for label in classifier.predict(latents))
+
+
 def run(args):
     import evaluation
     import plots
@@ -72,10 +93,18 @@ def run(args):
         if not model.variational:
             raise run_folder.RunFolderError(f"{run_dir} holds an AE, which has no prior to "
                                             f"sample: give VAE run folders")
-        samples = model.sample(args.samples, seed=0)
+        # The latents that model.sample(count, seed=0) decodes, kept to say where flags lie.
+        prior = np.random.default_rng(0).standard_normal((args.samples, model.latent_dim))
+        samples = model.decode(prior)
         masks = evaluation.blot_mask(samples)
         flagged = masks.any(axis=(1, 2)).nonzero()[0]
         shares[str(run_dir)] = len(flagged) / args.samples
+        nearest = nearest_test_classes(model, config, prior[flagged])
+        if nearest:
+            print(f"{run_dir}: the flagged samples lie nearest to test images of class "
+                  + ", ".join(f"{name} ({count})" for name, count in nearest.most_common())
+                  + f"; mean |z| {np.linalg.norm(prior[flagged], axis=1).mean():.2f} flagged, "
+                    f"{np.linalg.norm(prior, axis=1).mean():.2f} all")
         out_dir.mkdir(parents=True, exist_ok=True)
         picture = out_dir / f"{run_dir.name}-blots.png"
         title = (f"{run_dir.name}: {len(flagged)} of {args.samples:,} prior samples flagged "
