@@ -252,3 +252,25 @@ def test_blots_counts_the_flagged_prior_samples_and_draws_them(trained_runs, tmp
     # An AE has no prior: one line, no picture.
     assert blots.main([str(trained_runs / "ae"), "--out", str(tmp_path / "ae")]) == 2
     assert "holds an AE" in capsys.readouterr().err and not (tmp_path / "ae").exists()
+
+
+def test_short_run_scores_the_moving_averages_the_recomputed_and_training_mode(
+        small_npz, capsys):
+    short_run = load_benchmark("short_run")
+    code = short_run.main(["--model", "ae", "--data", str(small_npz), "--train-limit",
+                           str(TINY_TRAIN), "--epochs", "2", "--", "--precision", "float32"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    result = json.loads(captured.out.strip().splitlines()[-1])
+    ones = int((np.load(small_npz)["y_train"][:TINY_TRAIN] == 1).sum())
+    assert result["train_images"] == ones and result["steps"] == 2 * math.ceil(ones / 32)
+    figures = [result[name] for name in ("moving averages", "recomputed", "training mode")]
+    for row in figures[:2]:
+        assert 0 < row["test_mse"] < 1 and 0 <= row["auroc"] <= 1
+    assert figures[2]["auroc"] is None
+    # The moving averages come from the checkpoint, the recomputed statistics from the saved
+    # model: after 2 steps they differ. (That the recomputed ones score like training mode is
+    # test_models' test_recomputed_batch_norm_statistics_match_training_mode_after_a_short_run;
+    # 2 steps on 14 images are too few to show it here.)
+    moving, recomputed, training_mode = (row["test_mse"] for row in figures)
+    assert abs(moving - recomputed) > 1e-3 and math.isfinite(training_mode)
