@@ -35,6 +35,31 @@ def reconstruction_mse(images, reconstructions):
     return ops.mean(ops.square(images - reconstructions), axis=_per_image_axes(images))
 
 
+def relative_squared_error(images, reconstructions, epsilon=1e-6):
+    """Squared reconstruction error of each image, relative to the ink of both images.
+
+    `rel_i = sum (x_i - x̂_i)^2 / (sum x_i^2 + sum x̂_i^2 + epsilon)`, the sums over
+    height, width and channel: 0 for a perfect reconstruction, 1 for one that
+    shares no ink with the image (2 at most). Unlike the MSE, it does not call
+    an image with little ink (a thin 1) normal only because it has few pixels
+    to get wrong, which makes it the better anomaly score
+    (docs/anomaly-detection.md).
+
+    Args:
+        images: originals, shape `(batch, H, W, C)`, values in [0, 1].
+        reconstructions: the model's output, same shape.
+        epsilon: keeps the ratio finite for two blank images.
+
+    Returns:
+        A float32 tensor of shape `(batch,)`.
+    """
+    images = ops.cast(images, "float32")
+    reconstructions = ops.cast(reconstructions, "float32")
+    axes = _per_image_axes(images)
+    ink = ops.sum(ops.square(images), axis=axes) + ops.sum(ops.square(reconstructions), axis=axes)
+    return ops.sum(ops.square(images - reconstructions), axis=axes) / (ink + epsilon)
+
+
 def kl_divergence(z_mean, z_log_var):
     """KL divergence from the encoder's Gaussian to the standard normal prior.
 

@@ -50,6 +50,9 @@ BATCH_NORMS = ("auto", "keras", "fused")
 # nearest-neighbour resize followed by a convolution (Odena et al. 2016, "Deconvolution and
 # checkerboard artifacts"), whose every output pixel sees the same number of weights.
 UPSAMPLINGS = ("transpose", "resize")
+# Anomaly scores of an image and its reconstruction (see _Autoencoder.anomaly_scores).
+ANOMALY_SCORES = {"mse": losses.reconstruction_mse, "relative": losses.relative_squared_error}
+ANOMALY_SCORE_NAMES = {"mse": "per-image MSE", "relative": "relative squared error"}
 PACKAGE = "vae_mnist"
 
 
@@ -231,7 +234,7 @@ class _Autoencoder(keras.Model):
                  encoder_strides=ENCODER_STRIDES, decoder_filters=DECODER_FILTERS,
                  decoder_strides=DECODER_STRIDES, image_shape=IMAGE_SHAPE, seed=None,
                  batch_norm="auto", anomaly_threshold=None, threshold_percentile=None,
-                 upsampling="transpose", **kwargs):
+                 upsampling="transpose", anomaly_score="mse", **kwargs):
         super().__init__(**kwargs)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
@@ -247,6 +250,10 @@ class _Autoencoder(keras.Model):
         self.anomaly_threshold = anomaly_threshold
         self.threshold_percentile = threshold_percentile
         self.upsampling = upsampling
+        if anomaly_score not in ANOMALY_SCORES:
+            raise ValueError(f"anomaly_score must be one of {sorted(ANOMALY_SCORES)}, "
+                             f"got {anomaly_score!r}")
+        self.anomaly_score = anomaly_score
         self.encoder = build_encoder(latent_dim, encoder_filters, encoder_strides,
                                      variational=self.variational, image_shape=image_shape,
                                      seed=seed, batch_norm=batch_norm)
@@ -272,6 +279,7 @@ class _Autoencoder(keras.Model):
             "anomaly_threshold": self.anomaly_threshold,
             "threshold_percentile": self.threshold_percentile,
             "upsampling": self.upsampling,
+            "anomaly_score": self.anomaly_score,
         }
 
     def _mean_over_batch(self, per_image, sample_weight):
@@ -334,14 +342,24 @@ class _Autoencoder(keras.Model):
                 layer.momentum = momentum
 
     def reconstruction_errors(self, images, batch_size=256):
-        """Each image's anomaly score: the MSE of its deterministic reconstruction, shape (N,)."""
+        """Each image's MSE of its deterministic reconstruction, shape (N,)."""
         images = np.asarray(images, dtype="float32")
         errors = losses.reconstruction_mse(images, self.reconstruct(images, batch_size))
         return keras.ops.convert_to_numpy(errors)
 
+    def anomaly_scores(self, images, batch_size=256):
+        """Each image's anomaly score, shape (N,): larger is less like the training images.
+
+        `anomaly_score` picks it: "mse" (`losses.reconstruction_mse`) or "relative"
+        (`losses.relative_squared_error`) of the deterministic reconstruction.
+        """
+        images = np.asarray(images, dtype="float32")
+        scores = ANOMALY_SCORES[self.anomaly_score](images, self.reconstruct(images, batch_size))
+        return keras.ops.convert_to_numpy(scores)
+
     def set_anomaly_threshold(self, normal_images, percentile=99.0, batch_size=256):
-        """Sets the threshold to the `percentile`-th percentile of `normal_images`' errors."""
-        errors = self.reconstruction_errors(normal_images, batch_size)
+        """Sets the threshold to the `percentile`-th percentile of `normal_images`' scores."""
+        errors = self.anomaly_scores(normal_images, batch_size)
         self.anomaly_threshold = float(np.percentile(errors, percentile))
         self.threshold_percentile = float(percentile)
         return self.anomaly_threshold
@@ -355,7 +373,7 @@ class _Autoencoder(keras.Model):
         if self.anomaly_threshold is None:
             raise ValueError("this model has no anomaly threshold: call "
                              "set_anomaly_threshold(normal_images) first")
-        errors = self.reconstruction_errors(images, batch_size)
+        errors = self.anomaly_scores(images, batch_size)
         return errors, errors > self.anomaly_threshold
 
 

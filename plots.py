@@ -193,8 +193,9 @@ def manifold(decoded, grid_x, grid_y, title, colormap=IMAGE_COLORMAP):
     return figure
 
 
-def anomaly_histogram(normal_errors, anomalous_errors, threshold, title, classes="digits"):
-    """Reconstruction-error histograms of normal and anomalous test images, threshold marked."""
+def anomaly_histogram(normal_errors, anomalous_errors, threshold, title, classes="digits",
+                      score_name="per-image MSE"):
+    """Anomaly-score histograms of normal and anomalous test images, threshold marked."""
     figure, axis = plt.subplots(figsize=(7.5, 4.5))
     upper = np.percentile(np.concatenate([normal_errors, anomalous_errors]), 99.5)
     bins = np.linspace(0.0, upper, 60)
@@ -203,19 +204,19 @@ def anomaly_histogram(normal_errors, anomalous_errors, threshold, title, classes
     axis.hist(anomalous_errors, bins=bins, alpha=0.6, density=True, color="tab:red",
               label=f"anomalous (unseen {classes}), {len(anomalous_errors):,}")
     axis.axvline(threshold, color="black", linestyle="--",
-                 label=f"threshold {threshold:.4f} (from training errors)")
-    axis.set_xlabel("reconstruction error (per-image MSE)")
+                 label=f"threshold {threshold:.4f} (from training images)")
+    axis.set_xlabel(f"reconstruction error ({score_name})")
     axis.set_ylabel("density")
     axis.set_title(title)
     axis.legend()
     return figure
 
 
-def roc_curve(is_anomaly, scores, auroc, title, classes="digits"):
+def roc_curve(is_anomaly, scores, auroc, title, classes="digits", score_name="per-image MSE"):
     """The ROC curve of scoring anomalies by reconstruction error."""
     false_positive_rate, true_positive_rate, _ = sklearn_roc_curve(is_anomaly, scores)
     figure, axis = plt.subplots(figsize=(5.5, 5.2))
-    axis.plot(false_positive_rate, true_positive_rate, label=f"reconstruction error (AUROC {auroc:.3f})")
+    axis.plot(false_positive_rate, true_positive_rate, label=f"{score_name} (AUROC {auroc:.3f})")
     axis.plot([0, 1], [0, 1], color="gray", linestyle=":", label="chance (AUROC 0.5)")
     axis.set_xlabel(f"false positive rate (normal {classes} flagged)")
     axis.set_ylabel(f"true positive rate (unseen {classes} flagged)")

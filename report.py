@@ -18,6 +18,7 @@ from sklearn.decomposition import PCA
 import data
 import evaluation
 import explorer
+import models
 import plots
 import run_folder
 import training
@@ -176,12 +177,12 @@ def write_latent_figures(save, model, kind, names, test_images, test_labels, tes
 
 def anomaly_section(save, model, kind, names, train_images, normal_classes, test_images,
                     test_labels, batch_size):
-    """Scores the test set by reconstruction error; unseen classes are the anomalies.
+    """Scores the test set by the model's anomaly score; unseen classes are the anomalies.
 
     The threshold is the one stored with the run (for detect.py) where there is one.
     """
-    train_errors = model.reconstruction_errors(train_images, batch_size)
-    test_errors = model.reconstruction_errors(test_images, batch_size)
+    train_errors = model.anomaly_scores(train_images, batch_size)
+    test_errors = model.anomaly_scores(test_images, batch_size)
     report = evaluation.anomaly_report(train_errors, test_errors, test_labels, normal_classes,
                                        threshold=model.anomaly_threshold,
                                        percentile=model.threshold_percentile
@@ -193,11 +194,12 @@ def anomaly_section(save, model, kind, names, train_images, normal_classes, test
     classes = f"{names.class_title}s" if names.class_title == "digit" else "classes"
     save(plots.anomaly_histogram(test_errors[~is_anomaly], test_errors[is_anomaly],
                                  report["threshold"],
-                                 f"{kind.upper()} trained on {trained}: test errors", classes),
+                                 f"{kind.upper()} trained on {trained}: test errors", classes,
+                                 models.ANOMALY_SCORE_NAMES[model.anomaly_score]),
          "anomaly_hist.png")
     save(plots.roc_curve(is_anomaly, test_errors, report["auroc"],
                          f"{kind.upper()} trained on {trained}: unseen {classes} as anomalies",
-                         classes),
+                         classes, models.ANOMALY_SCORE_NAMES[model.anomaly_score]),
          "anomaly_roc.png")
     order = np.argsort(test_errors)
     most, least = order[::-1][:MONTAGE_IMAGES], order[:MONTAGE_IMAGES]

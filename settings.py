@@ -26,10 +26,12 @@ RECIPES = {
 }
 RECIPE_EPOCHS = {"tuned": DEFAULT_EPOCHS, "original": ORIGINAL_EPOCHS}
 # Stored settings from versions that predate a field take the value those versions used.
-LEGACY_VALUES = {"warmup_epochs": 0, "upsampling": "transpose", "test_every": 1}
+LEGACY_VALUES = {"warmup_epochs": 0, "upsampling": "transpose", "test_every": 1,
+                 "anomaly_score": "mse"}
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BATCH_NORMS = ("auto", "keras", "fused")
 UPSAMPLINGS = ("transpose", "resize")
+ANOMALY_SCORES = ("relative", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist", "fashion_mnist")
 COLOR_MODES = ("auto", "grayscale", "rgb")
@@ -68,7 +70,8 @@ class TrainingSettings:
     upsampling: str = "resize"           # the decoder's stride-2 blocks: "resize" or "transpose"
     data_parallel: bool = False
     test_every: int = 5                  # evaluate the test set every N epochs, and after the last
-    threshold_percentile: float = 99.0   # anomaly threshold: this percentile of training errors
+    anomaly_score: str = "relative"      # "relative" or "mse" (models.ANOMALY_SCORES)
+    threshold_percentile: float = 99.0   # anomaly threshold: this percentile of training scores
     tensorboard: bool = False
     job_addresses: str | None = None     # multi-process --data-parallel (see scale_out.py)
     num_processes: int | None = None
@@ -299,9 +302,14 @@ def build_training_parser(model):
                         help="evaluate the test set after every N-th epoch and after the last; "
                              "history.csv leaves the other epochs' test columns empty "
                              f"(default: {defaults.test_every})")
+    parser.add_argument("--anomaly-score", choices=ANOMALY_SCORES,
+                        help="how analysis.py and detect.py score an image against its "
+                             "reconstruction: relative (squared error over the ink of both "
+                             "images) or mse (mean squared error) "
+                             f"(default: {defaults.anomaly_score})")
     parser.add_argument("--threshold-percentile", type=percentile, metavar="P",
                         help="anomaly threshold stored with the run, for detect.py: this "
-                             "percentile of the training images' reconstruction errors "
+                             "percentile of the training images' anomaly scores "
                              f"(default: {defaults.threshold_percentile:g})")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs into --out/tensorboard "

@@ -260,7 +260,7 @@ def build_model(settings, image_shape=models.IMAGE_SHAPE):
     """The model that `settings` describe, for images of `image_shape` (H, W, C)."""
     config = {"latent_dim": settings.latent_dim, "seed": settings.seed,
               "batch_norm": settings.batch_norm, "image_shape": tuple(image_shape),
-              "upsampling": settings.upsampling}
+              "upsampling": settings.upsampling, "anomaly_score": settings.anomaly_score}
     if settings.model == "vae":
         config["reconstruction_weight"] = settings.reconstruction_weight
     try:

@@ -90,9 +90,10 @@ def test_one_class_benchmark_writes_its_table(tmp_path, mnist_arrays):
          "--latent-dim", "4", "--precision", "float32", "--out", str(out)]))
     assert set(summary["auroc_percent"]) == {"0", "1"}
     assert all(0.0 <= value <= 100.0 for value in summary["auroc_percent"].values())
-    table = (out / "ae-latent4-epochs1-mse.md").read_text()
+    table = (out / "ae-latent4-epochs1-relative.md").read_text()
     assert "DCAE (Ruff et al. 2018)" in table and "| 97.6 |" in table
-    assert json.loads((out / "ae-latent4-epochs1-mse.json").read_text())["mean_auroc_percent"] == \
+    assert "| OCGAN (Perera et al. 2019) |" in table and "| 97.5 |" in table
+    assert json.loads((out / "ae-latent4-epochs1-relative.json").read_text())["mean_auroc_percent"] == \
         pytest.approx(np.mean(list(summary["auroc_percent"].values())))
 
 

@@ -28,6 +28,36 @@ def test_reconstruction_mse_matches_numpy_on_random_arrays():
                                expected, rtol=1e-5)
 
 
+def test_relative_squared_error_by_hand():
+    images = np.zeros((3, 2, 2, 1), dtype="float32")
+    reconstructions = np.zeros((3, 2, 2, 1), dtype="float32")
+    images[0, 0, 0] = 1.0                     # all ink missed: 1 / (1 + 0) = 1
+    images[1, :, :] = 1.0                     # half the ink on each pixel: 4 * 0.25 / (4 + 1)
+    reconstructions[1, :, :] = 0.5
+    images[2, 0, 0] = reconstructions[2, 1, 1] = 1.0  # ink in the wrong place: 2 / (1 + 1)
+    result = to_numpy(losses.relative_squared_error(images, reconstructions))
+    np.testing.assert_allclose(result, [1.0, 0.2, 1.0], rtol=1e-5)
+    # Two blank images are a perfect reconstruction, not 0 / 0.
+    assert to_numpy(losses.relative_squared_error(np.zeros((1, 2, 2, 1)),
+                                                  np.zeros((1, 2, 2, 1))))[0] == 0.0
+
+
+def test_relative_squared_error_ignores_the_amount_of_ink_that_the_mse_counts():
+    # The same relative mistake on a faint and on a dark image: same score, MSE 4x apart.
+    rng = np.random.default_rng(0)
+    dark = rng.random((1, 4, 5, 2)).astype("float32")
+    faint = dark / 2
+    pairs = np.concatenate([dark, faint]), np.concatenate([dark * 0.8, faint * 0.8])
+    relative = to_numpy(losses.relative_squared_error(*pairs))
+    mse = to_numpy(losses.reconstruction_mse(*pairs))
+    np.testing.assert_allclose(relative[0], relative[1], rtol=1e-5)
+    np.testing.assert_allclose(mse[0], 4 * mse[1], rtol=1e-5)
+    images, reconstructions = pairs
+    expected = ((images - reconstructions) ** 2).sum(axis=(1, 2, 3)) / (
+        (images ** 2).sum(axis=(1, 2, 3)) + (reconstructions ** 2).sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(relative, expected, rtol=1e-5)
+
+
 def test_kl_is_zero_at_the_prior():
     zeros = np.zeros((4, 2), dtype="float32")
     np.testing.assert_array_equal(to_numpy(losses.kl_divergence(zeros, zeros)), np.zeros(4))

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import fused_batch_norm
+import losses
 import models
 import run_folder
 import settings
@@ -282,18 +283,22 @@ def test_recomputed_batch_norm_statistics_match_training_mode_after_a_short_run(
     assert abs(lagging - training_mode) > 0.10 * training_mode, (lagging, training_mode)
 
 
-@pytest.mark.parametrize("kind", ["vae", "ae"])
+@pytest.mark.parametrize("kind,score", [("vae", "mse"), ("ae", "mse"), ("ae", "relative")])
 def test_anomaly_threshold_is_a_percentile_of_the_given_errors_and_survives_saving(
-        kind, tmp_path, mnist_arrays):
+        kind, score, tmp_path, mnist_arrays):
     images = (mnist_arrays["x_test"][:64] / 255.0).astype("float32")[..., None]
-    model = models.build_model(kind, seed=0)
+    model = models.build_model(kind, seed=0, anomaly_score=score)
     with pytest.raises(ValueError, match="no anomaly threshold"):
         model.detect_anomalies(images)
     threshold = model.set_anomaly_threshold(images[:32], percentile=90)
-    assert threshold == pytest.approx(np.percentile(model.reconstruction_errors(images[:32]), 90))
+    score_function = {"mse": losses.reconstruction_mse,
+                      "relative": losses.relative_squared_error}[score]
+    expected = np.asarray(score_function(images[:32], model.reconstruct(images[:32])))
+    assert threshold == pytest.approx(np.percentile(expected, 90))
     model.save(tmp_path / "model.keras")
     loaded = keras.saving.load_model(tmp_path / "model.keras")
     errors, is_anomaly = loaded.detect_anomalies(images)
+    assert loaded.anomaly_score == score
     assert loaded.anomaly_threshold == threshold and loaded.threshold_percentile == 90
     np.testing.assert_array_equal(is_anomaly, errors > threshold)
     assert is_anomaly[:32].sum() == 4  # 10 % of the 32 images the threshold came from (rounded up)
