@@ -87,8 +87,13 @@ def test_one_class_benchmark_writes_its_table(tmp_path, mnist_arrays):
     out = tmp_path / "one_class"
     summary = one_class.run(one_class.build_parser().parse_args(
         ["--data", str(npz), "--train-limit", "400", "--epochs", "1", "--normal-digits", "0", "1",
-         "--latent-dim", "4", "--precision", "float32", "--out", str(out)]))
+         "--latent-dim", "4", "--model", "ae", "--precision", "float32", "--out", str(out),
+         "--seeds", "0", "1"]))
     assert set(summary["auroc_percent"]) == {"0", "1"}
+    # The mean over seeds of each seed's mean is the mean over digits.
+    assert len(summary["mean_auroc_percent_per_seed"]) == 2
+    assert np.mean(summary["mean_auroc_percent_per_seed"]) == pytest.approx(
+        summary["mean_auroc_percent"])
     assert all(0.0 <= value <= 100.0 for value in summary["auroc_percent"].values())
     table = (out / "ae-latent4-epochs1-relative.md").read_text()
     assert "DCAE (Ruff et al. 2018)" in table and "| 97.6 |" in table

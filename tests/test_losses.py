@@ -35,8 +35,11 @@ def test_relative_squared_error_by_hand():
     images[1, :, :] = 1.0                     # half the ink on each pixel: 4 * 0.25 / (4 + 1)
     reconstructions[1, :, :] = 0.5
     images[2, 0, 0] = reconstructions[2, 1, 1] = 1.0  # ink in the wrong place: 2 / (1 + 1)
-    result = to_numpy(losses.relative_squared_error(images, reconstructions))
+    result = to_numpy(losses.relative_squared_error(images, reconstructions, pool_size=1))
     np.testing.assert_allclose(result, [1.0, 0.2, 1.0], rtol=1e-5)
+    # Averaged over 2 x 2 blocks, ink one pixel off is no error; missing ink still is.
+    pooled = to_numpy(losses.relative_squared_error(images, reconstructions, pool_size=2))
+    np.testing.assert_allclose(pooled, [1.0, 0.2, 0.0], atol=1e-4)
     # Two blank images are a perfect reconstruction, not 0 / 0.
     assert to_numpy(losses.relative_squared_error(np.zeros((1, 2, 2, 1)),
                                                   np.zeros((1, 2, 2, 1))))[0] == 0.0
@@ -48,7 +51,7 @@ def test_relative_squared_error_ignores_the_amount_of_ink_that_the_mse_counts():
     dark = rng.random((1, 4, 5, 2)).astype("float32")
     faint = dark / 2
     pairs = np.concatenate([dark, faint]), np.concatenate([dark * 0.8, faint * 0.8])
-    relative = to_numpy(losses.relative_squared_error(*pairs))
+    relative = to_numpy(losses.relative_squared_error(*pairs, pool_size=1))
     mse = to_numpy(losses.reconstruction_mse(*pairs))
     np.testing.assert_allclose(relative[0], relative[1], rtol=1e-5)
     np.testing.assert_allclose(mse[0], 4 * mse[1], rtol=1e-5)
@@ -56,6 +59,20 @@ def test_relative_squared_error_ignores_the_amount_of_ink_that_the_mse_counts():
     expected = ((images - reconstructions) ** 2).sum(axis=(1, 2, 3)) / (
         (images ** 2).sum(axis=(1, 2, 3)) + (reconstructions ** 2).sum(axis=(1, 2, 3)))
     np.testing.assert_allclose(relative, expected, rtol=1e-5)
+
+
+def test_relative_squared_error_pools_like_numpy():
+    rng = np.random.default_rng(1)
+    images, reconstructions = rng.random((2, 3, 4, 6, 2)).astype("float32")
+
+    def pooled(x):  # 2 x 2 block means: (3, 4, 6, 2) -> (3, 2, 3, 2)
+        return x.reshape(3, 2, 2, 3, 2, 2).mean(axis=(2, 4))
+
+    x, r = pooled(images), pooled(reconstructions)
+    expected = ((x - r) ** 2).sum(axis=(1, 2, 3)) / ((x ** 2).sum(axis=(1, 2, 3))
+                                                      + (r ** 2).sum(axis=(1, 2, 3)))
+    np.testing.assert_allclose(to_numpy(losses.relative_squared_error(images, reconstructions)),
+                               expected, rtol=1e-5)
 
 
 def test_kl_is_zero_at_the_prior():
