@@ -31,7 +31,7 @@ PAPER_ROWS = {
 }
 # Later anchors, by their published mean AUROC % only (full MNIST training set).
 PAPER_MEANS = {"OCGAN (Perera et al. 2019)": 97.5, "MemAE (Gong et al. 2019)": 97.5,
-               "GEOM (Golan and El-Yaniv 2018)": 98.0, "ARNet (Huang et al. 2019)": 98.3}
+               "GEOM (Golan and El-Yaniv 2018)": 98.0, "ARNet (Ye et al. 2022)": 98.3}
 SCORES = ("relative", "mse", "vae-loss")
 
 
