@@ -35,7 +35,8 @@ PAPER_MEANS = {"OCGAN (Perera et al. 2019)": 97.5, "MemAE (Gong et al. 2019)": 9
 SCORES = ("relative", "mse", "vae-loss")
 
 
-def build_parser():
+def build_parser(with_score=True):
+    """The flags; `with_score=False` leaves out --score (anomaly_scores.py tries them all)."""
     import settings
 
     parser = settings.OneLineParser(
@@ -60,12 +61,13 @@ def build_parser():
                         help="the decoder's upsampling, as train_*.py's --upsampling")
     parser.add_argument("--reconstruction-weight", type=settings.non_negative_float,
                         default=1000.0, help="VAE only: loss = weight * MSE + KL")
-    parser.add_argument("--score", choices=SCORES, default="relative",
-                        help="anomaly score of the deterministic reconstruction: relative "
-                             "(squared error over the ink of image and reconstruction, both "
-                             "averaged over 2 x 2 blocks: losses.relative_squared_error), mse "
-                             "(per-image MSE), or (VAE) "
-                             "vae-loss: weight * MSE + KL of the latent mean")
+    if with_score:
+        parser.add_argument("--score", choices=SCORES, default="relative",
+                            help="anomaly score of the deterministic reconstruction: relative "
+                                 "(squared error over the ink of image and reconstruction, both "
+                                 "averaged over 2 x 2 blocks: losses.relative_squared_error), mse "
+                                 "(per-image MSE), or (VAE) "
+                                 "vae-loss: weight * MSE + KL of the latent mean")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="one run per seed and digit; the table gives the mean over seeds")
     parser.add_argument("--normal-digits", type=int, nargs="+", default=list(range(10)),
@@ -96,12 +98,15 @@ def anomaly_scores(model, images, score, reconstruction_weight, batch_size=256):
                                       reconstruction_weight))
 
 
-def one_experiment(args, dataset, normal_digit, seed):
-    """Trains on one digit with one seed and returns the test ROC AUC in %."""
+def train_one_class_model(args, dataset, normal_digit, seed, recompute_statistics=True):
+    """Trains `args.model` on the training images of one digit; returns `(model, images)`.
+
+    With `recompute_statistics` (as train_*.py does), the batch-norm statistics are those
+    of the final weights, not the lagging moving averages.
+    """
     import keras
 
     import data
-    import evaluation
     import settings
     import training
 
@@ -118,8 +123,16 @@ def one_experiment(args, dataset, normal_digit, seed):
     model = training.build_model(run_settings, dataset.image_shape)
     training.compile_model(model, training.learning_rate_schedule(run_settings, len(images)))
     model.fit(images, images, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
-    # As train_*.py does: batch-norm statistics of the final weights, not the lagging ones.
-    model.recompute_batch_norm_statistics(images)
+    if recompute_statistics:
+        model.recompute_batch_norm_statistics(images)
+    return model, images
+
+
+def one_experiment(args, dataset, normal_digit, seed):
+    """Trains on one digit with one seed and returns the test ROC AUC in %."""
+    import evaluation
+
+    model, images = train_one_class_model(args, dataset, normal_digit, seed)
     scores = anomaly_scores(model, dataset.x_test, args.score, args.reconstruction_weight)
     train_scores = anomaly_scores(model, images, args.score, args.reconstruction_weight)
     report = evaluation.anomaly_report(train_scores, scores, dataset.y_test, [normal_digit])

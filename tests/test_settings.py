@@ -117,7 +117,9 @@ def test_resume_refuses_a_flag_that_would_change_the_run():
 @pytest.mark.parametrize("script", ["train_vae.py", "train_ae.py", "analysis.py",
                                     "benchmarks/train_speed.py", "benchmarks/levers.py",
                                     "benchmarks/one_class.py", "benchmarks/latent_sweep.py",
-                                    "benchmarks/generators.py"])
+                                    "benchmarks/generators.py", "benchmarks/seed_table.py",
+                                    "benchmarks/blots.py", "benchmarks/short_run.py",
+                                    "benchmarks/anomaly_scores.py"])
 def test_help_is_answered_before_keras_loads(script):
     # Runs the script's main with --help and reports whether Keras was imported.
     probe = (f"import runpy, sys; sys.argv = [{script!r}, '--help']\n"
