@@ -317,7 +317,8 @@ def build_training_parser(model):
     parser.add_argument("--out", help=f"the run folder to write (default: {defaults.out})")
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its last checkpoint, with its saved "
-                             "settings, up to --epochs (a new --learning-rate is allowed)")
+                             "settings, up to --epochs (a new --learning-rate or --test-every "
+                             "is allowed)")
     parser.add_argument("--verbose", type=int, choices=(0, 1, 2),
                         help="Keras' fit verbosity: 0 silent, 1 progress bar and the encoder's and "
                              f"decoder's summaries, 2 one line per epoch (default: {defaults.verbose})")
