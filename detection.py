@@ -2,10 +2,11 @@
 
     detect(DetectSettings) -> CSV rows: source, error, threshold, anomaly
 
-An image is an anomaly when the error of its deterministic reconstruction is
-above the run's threshold, which training stores with the model: the
-`--threshold-percentile` (default 99th) percentile of its training images'
-errors. From Python, the same scoring is one call on a loaded model:
+An image is an anomaly when the error of its deterministic reconstruction (the
+model's `anomaly_score`: relative squared error or MSE) is above the run's
+threshold, which training stores with the model: the `--threshold-percentile`
+(default 99th) percentile of its training images' errors. From Python, the
+same scoring is one call on a loaded model:
 
     model = keras.saving.load_model("runs/ae/model.keras")   # after `import models`
     errors, is_anomaly = model.detect_anomalies(images)      # images (N, H, W, C) in [0, 1]

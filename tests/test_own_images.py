@@ -131,7 +131,7 @@ def test_detect_scores_folders_files_and_npz_against_the_stored_threshold(
     normal_images, _ = data.select_training_images(normal.x_train, normal.y_train,
                                                     classes=[0, 1, 2, 3, 4])
     np.testing.assert_allclose(model.anomaly_threshold, np.percentile(
-        model.reconstruction_errors(normal_images), 95), rtol=1e-5)
+        model.anomaly_scores(normal_images), 95), rtol=1e-5)
     capsys.readouterr()
 
     images, _ = digits
@@ -155,7 +155,7 @@ def test_detect_scores_folders_files_and_npz_against_the_stored_threshold(
     folder_images = np.stack([data.read_image(path)[0] for path in test_files]) / 255.0
     notebook_errors, _ = model.detect_anomalies(folder_images.astype("float32"))
     np.testing.assert_allclose(errors[:len(test_files)], notebook_errors, rtol=1e-4)
-    assert errors[-3:] == pytest.approx(model.reconstruction_errors(
+    assert errors[-3:] == pytest.approx(model.anomaly_scores(
         images[:3, ..., None] / 255.0), rel=1e-4)
     assert "anomalies" in capsys.readouterr().err
     assert Image.open(montage).size[0] > 400
