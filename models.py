@@ -341,11 +341,14 @@ class _Autoencoder(keras.Model):
             for layer, momentum in zip(norms, momenta):
                 layer.momentum = momentum
 
+    def _reconstruction_scores(self, score, images, batch_size):
+        """`score(images, reconstructions)` of the deterministic reconstructions, shape (N,)."""
+        images = np.asarray(images, dtype="float32")
+        return keras.ops.convert_to_numpy(score(images, self.reconstruct(images, batch_size)))
+
     def reconstruction_errors(self, images, batch_size=256):
         """Each image's MSE of its deterministic reconstruction, shape (N,)."""
-        images = np.asarray(images, dtype="float32")
-        errors = losses.reconstruction_mse(images, self.reconstruct(images, batch_size))
-        return keras.ops.convert_to_numpy(errors)
+        return self._reconstruction_scores(losses.reconstruction_mse, images, batch_size)
 
     def anomaly_scores(self, images, batch_size=256):
         """Each image's anomaly score, shape (N,): larger is less like the training images.
@@ -353,9 +356,8 @@ class _Autoencoder(keras.Model):
         `anomaly_score` picks it: "mse" (`losses.reconstruction_mse`) or "relative"
         (`losses.relative_squared_error`) of the deterministic reconstruction.
         """
-        images = np.asarray(images, dtype="float32")
-        scores = ANOMALY_SCORES[self.anomaly_score](images, self.reconstruct(images, batch_size))
-        return keras.ops.convert_to_numpy(scores)
+        return self._reconstruction_scores(ANOMALY_SCORES[self.anomaly_score], images,
+                                           batch_size)
 
     def set_anomaly_threshold(self, normal_images, percentile=99.0, batch_size=256):
         """Sets the threshold to the `percentile`-th percentile of `normal_images`' scores."""

@@ -59,8 +59,9 @@ def candidate_scores(model, images, train_images, moving_average_model_scores):
 
     import losses
 
-    def per_image(function, x):
-        return np.asarray(function(x, model.reconstruct(x)))
+    # Each set reconstructed once, for every score.
+    train_reconstructions, reconstructions = (model.reconstruct(train_images),
+                                              model.reconstruct(images))
 
     def pooled_mse(x, reconstruction):
         return losses.reconstruction_mse(*(ops.average_pool(ops.cast(t, "float32"), 2,
@@ -76,7 +77,8 @@ def candidate_scores(model, images, train_images, moving_average_model_scores):
     }
     scores = {"mse-moving-averages": moving_average_model_scores}
     for name, function in functions.items():
-        scores[name] = (per_image(function, train_images), per_image(function, images))
+        scores[name] = (np.asarray(function(train_images, train_reconstructions)),
+                        np.asarray(function(images, reconstructions)))
     train_codes, test_codes = model.encode(train_images), model.encode(images)
     mean = train_codes.mean(axis=0)
     precision = np.linalg.inv(np.cov(train_codes.T) + 1e-6 * np.eye(train_codes.shape[1]))
