@@ -33,7 +33,7 @@ import settings as run_settings
 TENSORBOARD_FOLDER = "tensorboard"
 
 if keras.backend.backend() == "tensorflow":
-    import tensorflow as tf  # for the autotuning-free input pipeline (see as_fit_data)
+    import tensorflow as tf  # for the in-graph input pipeline (see as_fit_data)
 
 
 def resolve_precision(precision):
@@ -191,6 +191,20 @@ class ShuffledImageStream(keras.utils.PyDataset):
             self._epoch_order = (epoch, order)  # one assignment: safe if read from a thread
         return order
 
+    def epoch_indices(self, epoch):
+        """This process's image indices in epoch `epoch` (0-based), in the order its batches read them.
+
+        Batch `step` of the epoch is the next `share_size` of them (fewer for the
+        last batch of an epoch that does not split evenly).
+        """
+        order = self.epoch_order(epoch)[:self.batches_per_epoch * self.batch_size]
+        return _process_shares(order, self.batch_size, self.role)
+
+    @property
+    def share_size(self):
+        """Images per batch that this process feeds (the global batch over the processes)."""
+        return self.batch_size // self.role.count
+
     def __getitem__(self, index):
         epoch_offset, step = divmod(index, self.batches_per_epoch)
         order = self.epoch_order(self.first_epoch + epoch_offset)
@@ -199,15 +213,31 @@ class ShuffledImageStream(keras.utils.PyDataset):
         return batch, batch  # an autoencoder's target is its input
 
 
+def _process_shares(order, batch_size, role):
+    """The indices of `order` that `role` feeds, batch after batch of `batch_size`.
+
+    Each share is `len(batch) // role.count` long: `batch_size // role.count`
+    for every whole batch and no more for the last, so batching the result by
+    `batch_size // role.count` gives back this process's share of each batch.
+    """
+    if role.count == 1:
+        return order
+    batches = (order[start:start + batch_size] for start in range(0, len(order), batch_size))
+    return np.concatenate([batch[role.share(len(batch))] for batch in batches])
+
+
 def as_fit_data(batches):
     """What to give `fit` for a `PyDataset`: itself, or under TensorFlow a tf.data pipeline.
 
-    Under the TensorFlow backend Keras turns a `PyDataset` into a tf.data
-    pipeline with autotuning on. Destroying that pipeline waits for the
-    autotuning thread, whose period doubles up to 60 s: each epoch's or
-    evaluation's iterator stalled for about 5 s, and the end of a long run, or
-    Ctrl-C, for up to a minute. The same pipeline with autotuning off has no
-    such thread. JAX and PyTorch read the `PyDataset` directly.
+    Under TensorFlow the batches are gathered in the graph from the in-memory
+    images (`tf.gather` by index), so no Python code runs per batch: Python
+    computes each epoch's order once, from the same `epoch_order` that
+    `__getitem__` reads, so the batches (and an exact resume) are the same.
+    The pipeline's autotuning is off: destroying an autotuned pipeline waits
+    for its autotuning thread, whose period doubles up to 60 s, which stalled
+    each epoch's or evaluation's iterator for about 5 s, and the end of a
+    long run, or Ctrl-C, for up to a minute. JAX and PyTorch read the
+    `PyDataset` directly.
 
     Args:
         batches: a `ShuffledImageStream` (endless) or `ImageBatches` (finite).
@@ -217,16 +247,24 @@ def as_fit_data(batches):
     """
     if keras.backend.backend() != "tensorflow":
         return batches
-    indices = itertools.count() if batches.num_batches is None else range(batches.num_batches)
-    images_spec = tf.TensorSpec((None, *batches.images.shape[1:]), tf.float32)
-    dataset = tf.data.Dataset.from_generator(
-        lambda: (batches[index] for index in indices),
-        output_signature=(images_spec, images_spec))
-    if batches.num_batches is not None:  # so Keras knows when an evaluation ends
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches.num_batches))
+    images = tf.convert_to_tensor(batches.images)  # (N, height, width, channels), held once
+    if batches.num_batches is None:  # endless: one Python call per epoch, for its order
+        orders = tf.data.Dataset.from_generator(
+            lambda: (batches.epoch_indices(epoch)
+                     for epoch in itertools.count(batches.first_epoch)),
+            output_signature=tf.TensorSpec((None,), tf.int64))
+        indices = orders.flat_map(
+            lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batches.share_size))
+    else:
+        indices = tf.data.Dataset.from_tensor_slices(batches.indices()).batch(batches.share_size)
+    dataset = indices.map(lambda index: _pair(tf.gather(images, index)))
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)
+
+
+def _pair(images):
+    return images, images  # an autoencoder's target is its input
 
 
 class ImageBatches(keras.utils.PyDataset):
@@ -249,6 +287,15 @@ class ImageBatches(keras.utils.PyDataset):
 
     def __len__(self):
         return math.ceil(len(self.images) / self.batch_size)
+
+    @property
+    def share_size(self):
+        """Images per batch that this process feeds."""
+        return self.batch_size // self.role.count
+
+    def indices(self):
+        """This process's image indices, batch after batch (see `_process_shares`)."""
+        return _process_shares(np.arange(len(self.images)), self.batch_size, self.role)
 
     def __getitem__(self, index):
         batch = self.images[index * self.batch_size:(index + 1) * self.batch_size]

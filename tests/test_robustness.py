@@ -12,6 +12,7 @@ import pytest
 
 import losses
 import run_folder
+import scale_out
 import settings
 import training
 from conftest import REPO, tiny_run_args
@@ -66,6 +67,29 @@ def test_fit_data_is_the_stream_with_tf_data_autotuning_off():
         np.testing.assert_array_equal(targets, inputs)
 
 
+class _NoPythonBatches(training.ShuffledImageStream):
+    def __getitem__(self, index):
+        raise AssertionError("the TensorFlow pipeline read a batch through Python")
+
+
+@pytest.mark.parametrize("whole_batches, role", [(False, scale_out.ProcessRole()),
+                                                 (True, scale_out.ProcessRole(1, 2))])
+def test_tensorflow_pipeline_gathers_the_streams_batches_in_the_graph(whole_batches, role):
+    import keras
+
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the in-graph pipeline is TensorFlow's")
+    images = np.arange(22, dtype="float32").reshape(22, 1, 1, 1)
+    stream = training.ShuffledImageStream(images, 8, seed=3, first_epoch=2, role=role,
+                                          whole_batches=whole_batches)
+    fit_data = training.as_fit_data(_NoPythonBatches(images, 8, seed=3, first_epoch=2, role=role,
+                                                     whole_batches=whole_batches))
+    read = [inputs.numpy() for inputs, _ in fit_data.take(3 * stream.batches_per_epoch)]
+    assert len(read) == 3 * stream.batches_per_epoch  # three epochs, no batch merged or lost
+    for index, inputs in enumerate(read):
+        np.testing.assert_array_equal(inputs, stream[index][0])
+
+
 def test_test_set_batches_cover_the_images_in_order():
     images = np.arange(7, dtype="float32").reshape(7, 1, 1, 1)
     batches = training.ImageBatches(images, batch_size=3)
@@ -77,6 +101,12 @@ def test_test_set_batches_cover_the_images_in_order():
     for _ in range(2):
         read = np.concatenate([np.asarray(inputs) for inputs, _ in fit_data])
         np.testing.assert_array_equal(read, images)
+    # A process's share of each batch, the last batch's included.
+    share = training.ImageBatches(images, batch_size=4, role=scale_out.ProcessRole(1, 2))
+    read = [np.asarray(inputs) for inputs, _ in training.as_fit_data(share)]
+    assert len(read) == len(share)
+    for index, inputs in enumerate(read):
+        np.testing.assert_array_equal(inputs, share[index][0])
 
 
 def test_two_plus_two_resumed_epochs_equal_four_straight(tiny_npz, tmp_path):
