@@ -46,10 +46,14 @@ ENCODER_STRIDES = (1, 2, 2, 1)
 DECODER_FILTERS = (64, 64, 64)
 DECODER_STRIDES = (1, 2, 2)
 BATCH_NORMS = ("auto", "keras", "fused")
-# How the decoder's stride-2 blocks upsample: the original's transposed convolution, or a
-# nearest-neighbour resize followed by a convolution (Odena et al. 2016, "Deconvolution and
-# checkerboard artifacts"), whose every output pixel sees the same number of weights.
-UPSAMPLINGS = ("transpose", "resize")
+# How the decoder's stride-2 blocks upsample: the original's 3x3 transposed convolution; a
+# nearest-neighbour resize followed by a 3x3 convolution (Odena et al. 2016, "Deconvolution and
+# checkerboard artifacts"), whose every output pixel sees the same number of weights; or a 4x4
+# transposed convolution, whose kernel the stride divides, so that every output pixel also
+# sees the same number of weights (2 x 2 of the input's pixels), at 16/36 of the resize's
+# multiply-adds: the resize and its 3x3 convolution are a 4x4 transposed convolution whose
+# kernel is tied across the 4 output phases.
+UPSAMPLINGS = ("transpose", "resize", "transpose4x4")
 # Anomaly scores of an image and its reconstruction (see _Autoencoder.anomaly_scores).
 ANOMALY_SCORES = {"mse": losses.reconstruction_mse, "relative": losses.relative_squared_error}
 ANOMALY_SCORE_NAMES = {"mse": "per-image MSE", "relative": "relative squared error"}
@@ -164,9 +168,10 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
         image_shape: `(height, width, channels)` of the output.
         start_channels: channels of the feature map the Dense layer is reshaped to.
         batch_norm: which batch-normalization layer to use (see `batch_norm_layer`).
-        upsampling: "transpose" (the original: Conv2DTranspose with the block's
-            stride) or "resize" (UpSampling2D by the stride, then a Conv2D) for
-            blocks of stride above 1.
+        upsampling: "transpose" (the original: a 3x3 Conv2DTranspose with the
+            block's stride), "resize" (UpSampling2D by the stride, then a 3x3
+            Conv2D) or "transpose4x4" (a 4x4 Conv2DTranspose with the block's
+            stride) for blocks of stride above 1.
 
     Returns:
         A `keras.Model` named "decoder" mapping `(batch, latent_dim)` to
@@ -185,7 +190,8 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
             features = layers.Conv2D(block_filters, 3, padding="same",
                                      name=f"deconv_{block}")(features)
         else:
-            features = layers.Conv2DTranspose(block_filters, 3, strides=block_strides,
+            kernel_size = 4 if upsampling == "transpose4x4" and block_strides > 1 else 3
+            features = layers.Conv2DTranspose(block_filters, kernel_size, strides=block_strides,
                                               padding="same", name=f"deconv_{block}")(features)
         features = layers.ReLU(name=f"relu_{block}")(features)
         features = batch_norm_layer(batch_norm, f"batch_norm_{block}")(features)

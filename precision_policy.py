@@ -11,10 +11,14 @@
   Older GPUs, and GPUs whose capability the backend does not tell: float32.
   CPU: mixed_bfloat16 where the CPU has bfloat16 instructions (AVX512-BF16 or
       AMX), which train about twice as fast as float32 (docs/performance.md);
-      float32 elsewhere, where bfloat16 is emulated, slowly.
+      float32 elsewhere, where bfloat16 is emulated, slowly. An
+      `ONEDNN_MAX_CPU_ISA` that caps oneDNN below AVX512_CORE_BF16 (as when an
+      AVX2 CPU is imitated) counts as a CPU without them.
 """
 
 import dataclasses
+import os
+import platform
 
 import keras
 
@@ -57,14 +61,53 @@ def choose_precision(precision, device):
     return "float32"
 
 
-def cpu_has_bfloat16():
-    """True where /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (Linux); False elsewhere."""
+# oneDNN's ISA caps (ONEDNN_MAX_CPU_ISA) under which it has no bfloat16 instructions.
+ISA_CAPS_WITHOUT_BFLOAT16 = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE",
+                             "AVX512_CORE_VNNI")
+# The vector extensions that decide the speed of training on a CPU, as /proc/cpuinfo names them.
+VECTOR_EXTENSIONS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx_vnni",
+                     "amx_bf16")
+
+
+def _cpuinfo():
+    """(model, set of flags) from /proc/cpuinfo (Linux); (the platform's name, empty) elsewhere.
+
+    The model is the model name with the family and model numbers, which tell a
+    CPU generation apart where a virtual machine's name does not ("AMD EPYC").
+    """
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-            flags = set(cpuinfo.read().split())
+            text = cpuinfo.read()
     except OSError:
+        return platform.processor() or platform.machine(), set()
+    fields = {}
+    for line in text.split("\n\n")[0].splitlines():  # the first CPU's fields
+        name, _, value = line.partition(":")
+        fields[name.strip()] = value.strip()
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" in fields:
+        model += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return model, set(fields.get("flags", "").split())
+
+
+def cpu_has_bfloat16(environ=None):
+    """True where /proc/cpuinfo lists AVX512-BF16 or AMX-BF16 (Linux) and no ONEDNN_MAX_CPU_ISA
+    caps oneDNN below them; False elsewhere."""
+    environ = os.environ if environ is None else environ
+    if environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in ISA_CAPS_WITHOUT_BFLOAT16:
         return False
-    return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return bool(_cpuinfo()[1] & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_description(environ=None):
+    """What a timing needs beside it: the CPU's model, its vector extensions, its cores, the
+    oneDNN ISA cap and whether it counts as having bfloat16 instructions."""
+    environ = os.environ if environ is None else environ
+    model, flags = _cpuinfo()
+    return {"model": model, "cores": os.cpu_count(),
+            "vector_extensions": [name for name in VECTOR_EXTENSIONS if name in flags],
+            "onednn_max_cpu_isa": environ.get("ONEDNN_MAX_CPU_ISA"),
+            "native_bfloat16": cpu_has_bfloat16(environ)}
 
 
 def _capability(text_or_pair):

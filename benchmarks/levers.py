@@ -26,6 +26,17 @@ of epochs 2..E over their time (epoch 1 traces the graph). The settings:
                     op still uses every core)
   jax, torch        the project under KERAS_BACKEND=jax or torch (the fused batch
                     norm is TensorFlow's, so these run Keras' own)
+  python-generator  the project fed as it was before the in-graph pipeline: a
+                    tf.data.Dataset.from_generator over the stream's batches, one
+                    Python call per batch
+  resize, transpose4x4    the project with that --upsampling (the base is the
+                    original's 3x3 transposed convolution)
+  batch-64, batch-128     the project at that batch size (throughput only: the
+                    loss per epoch is not the same)
+
+`--precision` sets the precision of every TensorFlow setting but `float32` and
+`plain` (always float32): `--precision float32` measures the levers where
+bfloat16 is not used (AVX2 CPUs, or `ONEDNN_MAX_CPU_ISA=AVX2` to imitate one).
 
 The last line printed is one JSON object: the median images/s of each setting
 and its ratio to `plain`.
@@ -42,7 +53,8 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SETTINGS = ("plain", "project", "float32", "keras-batch-norm", "numpy-arrays", "xla",
-            "steps-per-execution-8", "inter-op-threads-1", "jax", "torch")
+            "steps-per-execution-8", "inter-op-threads-1", "jax", "torch", "python-generator",
+            "resize", "transpose4x4", "batch-64", "batch-128")
 DEFAULT_SETTINGS = ("plain", "project", "float32", "keras-batch-norm", "numpy-arrays")
 RESULT_MARKER = "LEVERS_RESULT "
 PROG = "levers.py"
@@ -79,6 +91,8 @@ def build_parser(settings):
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=list(DEFAULT_SETTINGS),
                         help="which settings to run (see the module docstring)")
     parser.add_argument("--seed", type=int, default=0, help="keras.utils.set_random_seed")
+    parser.add_argument("--precision", choices=settings.PRECISIONS, default="auto",
+                        help="the precision of the settings other than float32 and plain")
     return parser
 
 
@@ -98,10 +112,14 @@ def run_setting(setting, args):
 
         tf.config.threading.set_inter_op_parallelism_threads(1)
     keras.utils.set_random_seed(args.seed)
-    precision = "float32" if setting in ("float32", "plain") else training.resolve_precision("auto")
+    precision = ("float32" if setting in ("float32", "plain")
+                 else training.resolve_precision(args.precision))
     keras.mixed_precision.set_global_policy(precision)
     batch_norm = "keras" if setting in ("keras-batch-norm", "plain") else "auto"
-    model = models.build_model("vae", latent_dim=2, seed=args.seed, batch_norm=batch_norm)
+    upsampling = setting if setting in ("resize", "transpose4x4") else "transpose"
+    batch_size = int(setting.split("-")[1]) if setting.startswith("batch-") else args.batch_size
+    model = models.build_model("vae", latent_dim=2, seed=args.seed, batch_norm=batch_norm,
+                               upsampling=upsampling)
     model.compile(optimizer=keras.optimizers.Adam(5e-4),
                   jit_compile=True if setting == "xla" else "auto",
                   steps_per_execution=8 if setting == "steps-per-execution-8" else 1)
@@ -116,11 +134,13 @@ def run_setting(setting, args):
             epoch_seconds.append(time.perf_counter() - self.began)
 
     if setting in ("numpy-arrays", "plain"):
-        model.fit(images, images, batch_size=args.batch_size, epochs=args.epochs, shuffle=True,
+        model.fit(images, images, batch_size=batch_size, epochs=args.epochs, shuffle=True,
                   callbacks=[EpochClock()], verbose=0)
     else:
-        stream = training.ShuffledImageStream(images, args.batch_size, args.seed)
-        model.fit(training.as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch,
+        stream = training.ShuffledImageStream(images, batch_size, args.seed)
+        fit_data = (_python_generator(stream) if setting == "python-generator"
+                    else training.as_fit_data(stream))
+        model.fit(fit_data, steps_per_epoch=stream.batches_per_epoch,
                   epochs=args.epochs,
                   shuffle=False, callbacks=[EpochClock()], verbose=0)
     timed = epoch_seconds[1:] or epoch_seconds
@@ -129,13 +149,28 @@ def run_setting(setting, args):
             "epoch_seconds": [round(seconds, 2) for seconds in epoch_seconds]}
 
 
+def _python_generator(stream):
+    """The stream as the project fed it before: one Python call per batch, autotuning off."""
+    import itertools
+
+    import tensorflow as tf
+
+    spec = tf.TensorSpec((None, *stream.images.shape[1:]), tf.float32)
+    dataset = tf.data.Dataset.from_generator(
+        lambda: (stream[index] for index in itertools.count()), output_signature=(spec, spec))
+    options = tf.data.Options()
+    options.autotune.enabled = False
+    return dataset.prefetch(2).with_options(options)
+
+
 def _run_in_subprocess(setting, args):
     environment = dict(os.environ)
     if setting in ("jax", "torch"):
         environment["KERAS_BACKEND"] = setting
     command = [sys.executable, __file__, "--worker", setting, "--data", args.data,
                "--train-limit", str(args.train_limit), "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--seed", str(args.seed)]
+               "--batch-size", str(args.batch_size), "--seed", str(args.seed),
+               "--precision", args.precision]
     finished = subprocess.run(command, env=environment, capture_output=True, text=True,
                               check=False)
     for line in finished.stdout.splitlines():
@@ -152,7 +187,7 @@ def main(argv=None):
     if argv[:1] == ["--worker"]:
         worker = argparse.ArgumentParser(prog=f"{PROG} --worker")
         worker.add_argument("--worker", choices=SETTINGS, required=True)
-        for flag in ("--data",):
+        for flag in ("--data", "--precision"):
             worker.add_argument(flag, required=True)
         for flag in ("--train-limit", "--epochs", "--batch-size", "--seed"):
             worker.add_argument(flag, type=int, required=True)
@@ -179,11 +214,14 @@ def main(argv=None):
     for setting, median in medians.items():
         ratio = f"{median / medians['plain']:.2f}x" if "plain" in medians else "n/a"
         print(f"| {setting} | {median:,.0f} | {ratio} |")
+    import precision_policy  # Keras loads here, after the runs
+
     summary = {"medians_images_per_second": {k: round(v, 1) for k, v in medians.items()},
                "ratio_to_plain": ({k: round(v / medians["plain"], 3) for k, v in medians.items()}
                                   if "plain" in medians else None),
                "repeats": args.repeats, "train_images": args.train_limit, "epochs": args.epochs,
-               "batch_size": args.batch_size}
+               "batch_size": args.batch_size, "precision": args.precision,
+               "cpu": precision_policy.cpu_description()}
     print(json.dumps(summary))
     return 0
 

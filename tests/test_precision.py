@@ -40,3 +40,17 @@ def test_the_training_device_is_the_backends_first_device():
         assert device.cpu_bfloat16 == precision_policy.cpu_has_bfloat16()
         assert training.resolve_precision("auto") == (
             "mixed_bfloat16" if device.cpu_bfloat16 else "float32")
+
+
+def test_an_onednn_cap_below_bfloat16_counts_as_a_cpu_without_it():
+    # ONEDNN_MAX_CPU_ISA=AVX2 imitates an AVX2 CPU, so auto must then pick float32.
+    assert precision_policy.cpu_has_bfloat16({"ONEDNN_MAX_CPU_ISA": "AVX2"}) is False
+    assert precision_policy.cpu_has_bfloat16({"ONEDNN_MAX_CPU_ISA": "avx512_core"}) is False
+    uncapped = precision_policy.cpu_has_bfloat16({})
+    assert precision_policy.cpu_has_bfloat16({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == uncapped
+    description = precision_policy.cpu_description({"ONEDNN_MAX_CPU_ISA": "AVX2"})
+    assert description["onednn_max_cpu_isa"] == "AVX2" and description["native_bfloat16"] is False
+    assert description["model"] and description["cores"] >= 1
+    assert set(description["vector_extensions"]) <= set(precision_policy.VECTOR_EXTENSIONS)
+    assert uncapped == bool({"avx512_bf16", "amx_bf16"}
+                            & set(precision_policy.cpu_description({})["vector_extensions"]))
