@@ -167,6 +167,26 @@ def test_tiny_lever_benchmark_measures_each_setting(small_npz, capsys):
     # plain trains in float32; the project in what --precision auto picks here
     assert "| plain | " in rows[0] and "| float32 |" in rows[0]
     assert f"| {training.resolve_precision('auto')} |" in rows[1]
+    assert summary["precision"] == "auto" and summary["cpu"]["cores"] >= 1
+
+
+def test_lever_benchmark_runs_each_setting_at_the_precision_asked(small_npz, capsys):
+    levers = load_levers()
+    code = levers.main(["--data", str(small_npz), "--train-limit", str(TINY_TRAIN),
+                        "--epochs", "1", "--repeats", "1", "--precision", "float32",
+                        "--settings", "transpose4x4", "batch-64"]
+                       + (["python-generator"] if keras_backend() == "tensorflow" else []))
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    rows = [line for line in captured.out.splitlines() if line.startswith("| 1 |")]
+    assert rows and all("| float32 |" in row for row in rows)
+    assert json.loads(captured.out.strip().splitlines()[-1])["precision"] == "float32"
+
+
+def keras_backend():
+    import keras
+
+    return keras.backend.backend()
 
 
 def test_lever_benchmark_refuses_an_unknown_setting(capsys):

@@ -338,3 +338,19 @@ def test_resize_upsampling_decodes_to_the_image_shape_with_the_same_weights_coun
     assert keras.saving.load_model(tmp_path / "model.keras").upsampling == "resize"
     with pytest.raises(ValueError, match="upsampling must be one of"):
         models.build_model(kind, upsampling="bicubic")
+
+
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_transpose4x4_upsampling_uses_a_4x4_kernel_in_the_stride_2_blocks_only(kind, tmp_path):
+    model = models.build_model(kind, image_shape=(32, 32, 3), upsampling="transpose4x4")
+    kernels = {layer.name: layer.kernel_size for layer in model.decoder.layers
+               if isinstance(layer, keras.layers.Conv2DTranspose)}
+    # Block 0 has stride 1 and the output layer too: they keep the 3x3 kernel.
+    assert kernels == {"deconv_0": (3, 3), "deconv_1": (4, 4), "deconv_2": (4, 4),
+                       "deconv_out": (3, 3)}
+    assert model.decode(np.zeros((2, model.latent_dim))).shape == (2, 32, 32, 3)
+    original = models.build_model(kind, image_shape=(32, 32, 3))
+    extra_weights = 2 * (16 - 9) * 64 * 64  # two blocks, 64 -> 64 filters
+    assert model.count_params() == original.count_params() + extra_weights
+    model.save(tmp_path / "model.keras")
+    assert keras.saving.load_model(tmp_path / "model.keras").upsampling == "transpose4x4"
