@@ -51,14 +51,19 @@ What each run measures:
                    which that happened. Runs that never get there show
                    "not reached".
   final test loss  the test loss after the last epoch.
+  whole process    wall seconds of the run's subprocess from start to exit, as the
+                   parent times it: imports, data, fit, and what the variant does
+                   after fit (the project saves its run folder) included.
   peak RSS         the subprocess's peak resident memory (getrusage ru_maxrss),
                    whatever the variant does after `fit` (the project saves its
                    run folder and loss curve) included.
 
 The output is a Markdown table (one row per run, then one median row per
-variant) and, as the last line, one JSON object with the medians and the ratios
+variant) and, as the last line, one JSON object with the medians, the ratios
 project / reference (`throughput_ratio` above 1 and `time_to_target_ratio`
-below 1 mean the project path is faster). A median time to target is null
+below 1 mean the project path is faster; `whole_process_speedup` is the
+reference's median whole-process time over the project's) and the CPU
+(`precision_policy.cpu_description`: model, vector extensions, oneDNN cap). A median time to target is null
 when most runs of that variant missed the target; its ratio is then null too.
 """
 
@@ -401,14 +406,16 @@ def run_subprocess(variant, args):
     env = dict(os.environ)
     env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     command = [sys.executable, str(pathlib.Path(__file__).resolve()), *_worker_argv(variant, args)]
+    started = time.perf_counter()
     completed = subprocess.run(command, capture_output=True, text=True, env=env, cwd=str(REPO))
+    process_seconds = time.perf_counter() - started
     results = [line[len(RESULT_MARKER):] for line in completed.stdout.splitlines()
                if line.startswith(RESULT_MARKER)]
     if completed.returncode != 0 or not results:
         lines = [line for line in (completed.stderr + completed.stdout).splitlines() if line.strip()]
         reason = lines[-1].strip() if lines else "no output"
         raise RunFailed(f"the {variant} run failed (exit code {completed.returncode}): {reason}")
-    return json.loads(results[-1])
+    return {**json.loads(results[-1]), "process_seconds": process_seconds}
 
 
 def _median(values):
@@ -436,6 +443,7 @@ def summarize(runs):
             "reached_target": sum(run["target_epoch"] is not None for run in mine),
             "final_test_loss": _median([run["final_test_loss"] for run in mine]),
             "peak_rss_mib": _median([run["peak_rss_mib"] for run in mine]),
+            "process_seconds": _median([run["process_seconds"] for run in mine]),
         }
 
     def ratio(key):
@@ -446,7 +454,9 @@ def summarize(runs):
             return None
         return project / reference
 
+    speedup = ratio("process_seconds")
     return {
+        "whole_process_speedup": None if not speedup else 1 / speedup,
         "throughput_ratio": ratio("throughput"),
         "time_to_target_ratio": ratio("time_to_target"),
         "final_test_loss_ratio": ratio("final_test_loss"),
@@ -460,24 +470,26 @@ def _format(value, digits, unit=""):
 
 
 def _table_row(label, variant, precision, throughput, warm, time_to_target, target_epoch,
-               final_loss, epochs, peak_rss):
+               final_loss, epochs, peak_rss, process_seconds):
     if target_epoch is None:
         to_target, at_epoch = "not reached", "—"
     else:
         to_target, at_epoch = _format(time_to_target, 1), f"{target_epoch:g}"
     throughput_text = _format(throughput, 0) + ("" if warm else " (cold)")
     return (f"| {label} | {variant} | {precision} | {throughput_text} | {to_target} | {at_epoch} "
-            f"| {_format(final_loss, 2)} | {epochs} | {_format(peak_rss, 0)} |")
+            f"| {_format(final_loss, 2)} | {epochs} | {_format(peak_rss, 0)} "
+            f"| {_format(process_seconds, 1)} |")
 
 
 def markdown_table(runs, summary):
     lines = ["| run | variant | precision | train images/s | time to target (s) | target epoch "
-             "| final test loss | epochs | peak RSS (MiB) |",
-             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+             "| final test loss | epochs | peak RSS (MiB) | whole process (s) |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for index, run in enumerate(runs, start=1):
         lines.append(_table_row(index, run["variant"], run["precision"], run["throughput"],
                                 run["throughput_warm"], run["time_to_target"], run["target_epoch"],
-                                run["final_test_loss"], run["epochs"], run["peak_rss_mib"]))
+                                run["final_test_loss"], run["epochs"], run["peak_rss_mib"],
+                                run["process_seconds"]))
     for variant in VARIANTS:
         if variant in summary:
             medians = summary[variant]
@@ -487,13 +499,13 @@ def markdown_table(runs, summary):
                 all(run["throughput_warm"] for run in mine), medians["time_to_target"],
                 medians["target_epoch"], medians["final_test_loss"],
                 _format(statistics.median(run["epochs"] for run in mine), 0),
-                medians["peak_rss_mib"]))
+                medians["peak_rss_mib"], medians["process_seconds"]))
     return "\n".join(lines)
 
 
 def _rounded(summary):
     digits = {"throughput": 1, "time_to_target": 2, "target_epoch": 1, "final_test_loss": 3,
-              "peak_rss_mib": 1}
+              "peak_rss_mib": 1, "process_seconds": 1}
     out = {}
     for key, value in summary.items():
         if isinstance(value, dict):
@@ -515,6 +527,7 @@ def main(argv=None):
     settings = _import_project()
     args = build_parser(settings).parse_args(argv)
     import data  # Keras loads here, after the flags: --help answers at once
+    import precision_policy
     args.variants = list(dict.fromkeys(args.variants))  # once each, in the order given
     args.data = str(pathlib.Path(args.data).resolve())
     try:
@@ -534,6 +547,7 @@ def main(argv=None):
         "reconstruction_weight": RECONSTRUCTION_WEIGHT, "target_loss": args.target_loss,
         "repeats": args.repeats,
         "precision": args.precision, "seed": args.seed, "cpu_count": os.cpu_count(),
+        "cpu": precision_policy.cpu_description(),
     }
     print(f"{PROG}: {dataset.describe()}; {args.repeats} round(s) of {', '.join(args.variants)}: "
           f"{args.train_limit:,} images, {args.epochs} epochs, batch {args.batch_size}, "
@@ -543,7 +557,6 @@ def main(argv=None):
     try:
         for _ in range(args.repeats):
             for variant in args.variants:
-                started = time.perf_counter()
                 run = run_subprocess(variant, args)
                 runs.append(run)
                 reached = ("target not reached" if run["target_epoch"] is None else
@@ -552,7 +565,8 @@ def main(argv=None):
                 print(f"[{len(runs)}/{total}] {variant} ({run['precision']}): "
                       f"{run['throughput']:,.0f} images/s, test loss {run['final_test_loss']:.2f} "
                       f"after {run['epochs']} epochs, {reached}, peak RSS "
-                      f"{run['peak_rss_mib']:,.0f} MiB ({time.perf_counter() - started:.0f} s)",
+                      f"{run['peak_rss_mib']:,.0f} MiB, whole process "
+                      f"{run['process_seconds']:.1f} s",
                       file=sys.stderr, flush=True)
     except RunFailed as error:
         print(f"{PROG}: error: {error}", file=sys.stderr)

@@ -55,6 +55,10 @@ def test_tiny_benchmark_measures_both_variants(small_npz, tmp_path, capsys):
         assert medians["time_to_target"] > 0 and medians["target_epoch"] == 1
         assert 0 < medians["final_test_loss"] < 1e6
         assert medians["peak_rss_mib"] > 50  # a Keras process, measured in MiB
+        assert medians["process_seconds"] > medians["time_to_target"]
+    assert summary["whole_process_speedup"] == pytest.approx(  # rounded in the JSON line
+        summary["reference"]["process_seconds"] / summary["project"]["process_seconds"], rel=0.01)
+    assert summary["settings"]["cpu"]["cores"] >= 1
     assert summary["reference"]["precision"] == "float32"
     assert summary["project"]["precision"] == training.resolve_precision("auto")
     np.testing.assert_allclose(
@@ -78,18 +82,21 @@ def test_tiny_benchmark_measures_both_variants(small_npz, tmp_path, capsys):
         assert run["time_to_target"] < run["time_to_target_with_eval"] <= run["fit_seconds"]
 
 
-def fake_run(variant, throughput, time_to_target):
+def fake_run(variant, throughput, time_to_target, process_seconds=100.0):
     return {"variant": variant, "precision": "float32", "throughput": throughput,
             "throughput_warm": True, "time_to_target": time_to_target,
             "target_epoch": None if time_to_target is None else 10,
-            "final_test_loss": 56.0, "epochs": 12, "peak_rss_mib": 1000.0}
+            "final_test_loss": 56.0, "epochs": 12, "peak_rss_mib": 1000.0,
+            "process_seconds": process_seconds}
 
 
 def test_medians_and_ratios():
-    runs = [fake_run("reference", 500.0, 200.0), fake_run("project", 1000.0, 80.0),
-            fake_run("reference", 600.0, 180.0), fake_run("project", 900.0, None),
-            fake_run("reference", 550.0, 220.0), fake_run("project", 1100.0, 90.0)]
+    runs = [fake_run("reference", 500.0, 200.0, 130.0), fake_run("project", 1000.0, 80.0, 90.0),
+            fake_run("reference", 600.0, 180.0, 120.0), fake_run("project", 900.0, None, 100.0),
+            fake_run("reference", 550.0, 220.0, 140.0), fake_run("project", 1100.0, 90.0, 80.0)]
     summary = train_speed.summarize(runs)
+    # whole process: the reference's median over the project's, 130 / 90
+    assert summary["whole_process_speedup"] == pytest.approx(130.0 / 90.0)
     assert summary["reference"]["throughput"] == 550.0
     assert summary["project"]["throughput"] == 1000.0
     assert summary["throughput_ratio"] == pytest.approx(1000.0 / 550.0)
