@@ -5,7 +5,6 @@ with what.
 """
 
 import numpy as np
-from scipy.ndimage import convolve
 from sklearn.metrics import precision_score, recall_score, roc_auc_score, silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -48,28 +47,45 @@ def silhouette(latents, labels):
     return float(silhouette_score(latents, labels, metric="euclidean"))
 
 
-def blot_mask(images, level=0.9, contrast=0.3):
+def blot_mask(images, level=0.9, contrast=0.3, peak_margin=0.15):
     """Where the blots are: pixels of at least `level` that are at least `contrast` above
-    the mean of their 8 neighbours (an isolated spot of ink). The hard edge of a
-    thin stroke counts too; decoders mostly draw soft ones.
+    the mean of their 8 neighbours and at least `peak_margin` above the second-largest
+    of them (an isolated spot of ink).
+
+    The first two conditions alone also flag the sharp edge of a thin stroke,
+    such as a thin 1, whose pixel has one or two bright neighbours along the
+    stroke; the third asks that at most one neighbour comes near the pixel.
 
     Args:
         images: (N, H, W) or (N, H, W, C) in [0, 1]; channels are averaged.
+        peak_margin: None to leave the third condition out.
     Returns:
         A bool array (N, H, W).
     """
     images = np.asarray(images, dtype="float64")
     if images.ndim == 4:
         images = images.mean(axis=-1)
-    neighbours = np.ones((1, 3, 3)) / 8.0
-    neighbours[0, 1, 1] = 0.0
-    neighbour_mean = convolve(images, neighbours, mode="nearest")  # per image, edges repeated
-    return (images >= level) & (images - neighbour_mean >= contrast)
+    height, width = images.shape[1:]
+    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")  # edges repeated
+    neighbours = np.stack([padded[:, 1 + rows:1 + rows + height, 1 + columns:1 + columns + width]
+                           for rows in (-1, 0, 1) for columns in (-1, 0, 1)
+                           if (rows, columns) != (0, 0)])  # (8, N, H, W)
+    mask = (images >= level) & (images - neighbours.mean(axis=0) >= contrast)
+    if peak_margin is not None:
+        # Here the neighbours outside the image are absent, not copies of the edge: a
+        # corner pixel's copies of itself would otherwise be its brightest neighbours.
+        outside = np.pad(np.zeros((height, width), bool), 1, constant_values=True)
+        outside = np.stack([outside[1 + rows:1 + rows + height, 1 + columns:1 + columns + width]
+                            for rows in (-1, 0, 1) for columns in (-1, 0, 1)
+                            if (rows, columns) != (0, 0)])  # (8, H, W)
+        second_largest = np.sort(np.where(outside[:, None], -np.inf, neighbours), axis=0)[-2]
+        mask &= images - second_largest >= peak_margin
+    return mask
 
 
-def blot_share(images, level=0.9, contrast=0.3):
+def blot_share(images, level=0.9, contrast=0.3, peak_margin=0.15):
     """The share of images with at least one blot (`blot_mask`)."""
-    return float(blot_mask(images, level, contrast).any(axis=(1, 2)).mean())
+    return float(blot_mask(images, level, contrast, peak_margin).any(axis=(1, 2)).mean())
 
 
 def anomaly_report(train_errors, test_errors, test_labels, normal_digits,

@@ -7,10 +7,11 @@
 For each VAE run folder: decode `--samples` latents drawn from N(0, I) (seed 0,
 as `analysis.py` does for `prior_blot_share`), count the samples with a blot
 (`evaluation.blot_mask`: a pixel of at least 0.9 that is at least 0.3 above the
-mean of its 8 neighbours), and save `--out/RUN-blots.png`: up to 16 flagged
+mean of its 8 neighbours and at least 0.15 above the second-largest of them),
+and save `--out/RUN-blots.png`: up to 16 flagged
 samples with the flagged pixels circled. The circles show whether a flag is a
-spot of ink (a blot) or the hard edge of a thin stroke, which the measure also
-counts. For labelled data it also prints the class of the test image whose
+spot of ink (a blot) or the end of a thin stroke, which the measure still
+counts (the third condition leaves out the stroke's sides). For labelled data it also prints the class of the test image whose
 latent mean lies nearest to each flagged sample's latent, and the flagged
 latents' mean distance from the origin. The last line printed is one JSON
 object {run: blot share}.
