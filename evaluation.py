@@ -65,22 +65,24 @@ def blot_mask(images, level=0.9, contrast=0.3, peak_margin=0.15):
     images = np.asarray(images, dtype="float64")
     if images.ndim == 4:
         images = images.mean(axis=-1)
-    height, width = images.shape[1:]
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)), mode="edge")  # edges repeated
-    neighbours = np.stack([padded[:, 1 + rows:1 + rows + height, 1 + columns:1 + columns + width]
-                           for rows in (-1, 0, 1) for columns in (-1, 0, 1)
-                           if (rows, columns) != (0, 0)])  # (8, N, H, W)
-    mask = (images >= level) & (images - neighbours.mean(axis=0) >= contrast)
+    padding = ((0, 0), (1, 1), (1, 1))
+    neighbour_mean = _neighbours(np.pad(images, padding, mode="edge")).mean(axis=0)
+    mask = (images >= level) & (images - neighbour_mean >= contrast)
     if peak_margin is not None:
-        # Here the neighbours outside the image are absent, not copies of the edge: a
+        # Here the neighbours outside the image are absent (-inf), not copies of the edge: a
         # corner pixel's copies of itself would otherwise be its brightest neighbours.
-        outside = np.pad(np.zeros((height, width), bool), 1, constant_values=True)
-        outside = np.stack([outside[1 + rows:1 + rows + height, 1 + columns:1 + columns + width]
-                            for rows in (-1, 0, 1) for columns in (-1, 0, 1)
-                            if (rows, columns) != (0, 0)])  # (8, H, W)
-        second_largest = np.sort(np.where(outside[:, None], -np.inf, neighbours), axis=0)[-2]
+        absent_outside = np.pad(images, padding, constant_values=-np.inf)
+        second_largest = np.sort(_neighbours(absent_outside), axis=0)[-2]
         mask &= images - second_largest >= peak_margin
     return mask
+
+
+def _neighbours(padded):
+    """The 8 neighbours of every pixel, (8, N, H, W), from images padded by one pixel,
+    (N, H + 2, W + 2)."""
+    height, width = padded.shape[1] - 2, padded.shape[2] - 2
+    return np.stack([padded[:, 1 + rows:1 + rows + height, 1 + columns:1 + columns + width]
+                     for rows in (-1, 0, 1) for columns in (-1, 0, 1) if (rows, columns) != (0, 0)])
 
 
 def blot_share(images, level=0.9, contrast=0.3, peak_margin=0.15):
