@@ -4,6 +4,7 @@
     python benchmarks/seed_table.py --model ae           # the AE default
     python benchmarks/seed_table.py --model vae -- --epochs 100 --lr-schedule constant \\
         --learning-rate 5e-4 --warmup-epochs 0 --upsampling transpose   # the original recipe
+    python benchmarks/seed_table.py --port-rounds 1      # and the plain port's 100 epochs, estimated
     python benchmarks/seed_table.py --help               # every flag and its default
 
 Flags after `--` go to the training script unchanged. Each seed runs in a fresh
@@ -20,6 +21,14 @@ table has one row per seed, then the median and the worst seed; the last line
 printed is one JSON object with every figure. With `--target-loss`, the VAE
 rows say whether each seed's test loss is at or below it (the original
 100-epoch run's 48.24, by default).
+
+With `--port-rounds N`, the same run also times the plain Keras port of the
+original script (`benchmarks/train_speed.py --variants reference`, whole
+process) for each of `--port-epochs` (2 and 5), before the seeds and, from the
+second round on, after them. Each round's two runs give a straight line in
+the epochs, start-up included, and so the port's time for the original's
+epochs (VAE 100, AE 40); the table gives each seed's whole process as a share
+of the median estimate.
 """
 
 import argparse
@@ -39,6 +48,10 @@ import settings  # noqa: E402  (light: no Keras, so --help answers at once)
 PROG = "seed_table.py"
 ORIGINAL_VAE_TEST_LOSS = 48.24  # the plain port of the original, 100 epochs (docs/performance.md)
 RESULT_MARKER = "SEED_TABLE_RESULT "
+# The seeds' data flags, which the plain-port runs take over.
+PORT_DATA_FLAGS = argparse.ArgumentParser(add_help=False)
+PORT_DATA_FLAGS.add_argument("--data")
+PORT_DATA_FLAGS.add_argument("--train-limit")
 # (metrics.json key, column title, format); the VAE also shows its loss, KL and blot share.
 COLUMNS = (("test_loss", "test loss", "{:.2f}"), ("test_mse", "test MSE", "{:.4f}"),
            ("test_kl", "test KL", "{:.2f}"), ("knn5_accuracy", "5-NN", "{:.3f}"),
@@ -62,6 +75,12 @@ def build_parser():
     parser.add_argument("--label", default="default", help="the recipe's name in the table")
     parser.add_argument("--out", default="runs/seed_table",
                         help="folder for the run folders (MODEL-LABEL-seedS) and the JSON")
+    parser.add_argument("--port-rounds", type=settings.non_negative_int, default=0,
+                        help="rounds of plain-port runs, one per --port-epochs each (0: none)")
+    parser.add_argument("--port-epochs", type=settings.positive_int, nargs=2, default=[2, 5],
+                        metavar=("SHORT", "LONG"),
+                        help="the two epoch counts of the plain-port runs that the estimate of "
+                             "its original-length run is drawn through")
     parser.add_argument("train_flags", nargs=argparse.REMAINDER,
                         help="after --: flags for the training script")
     return parser
@@ -81,6 +100,54 @@ def timed_training(model, seed, run_dir, train_flags):
     return seconds
 
 
+def timed_port(model, epochs, train_flags, out_dir):
+    """The plain port of the original script for `epochs` epochs; its whole-process seconds.
+
+    The port trains on the same data as the seeds (their `--data` and
+    `--train-limit`, when given).
+    """
+    given, _ = PORT_DATA_FLAGS.parse_known_args(train_flags)
+    command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--variants",
+               "reference", "--model", model, "--epochs", str(epochs), "--repeats", "1"]
+    if given.data is not None:
+        command += ["--data", given.data]
+    if given.train_limit is not None:
+        command += ["--train-limit", given.train_limit]
+    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
+    (out_dir / f"port-{model}-{epochs}epochs-{time.time_ns()}.log").write_text(
+        finished.stdout + finished.stderr)
+    if finished.returncode != 0:
+        last = (finished.stderr.strip() or finished.stdout.strip() or "no output").splitlines()[-1]
+        raise RuntimeError(f"the plain port ({epochs} epochs) failed ({finished.returncode}): "
+                           f"{last}")
+    summary = json.loads(finished.stdout.strip().splitlines()[-1])
+    return summary["reference"]["process_seconds"]
+
+
+def port_estimate(short_epochs, short_seconds, long_epochs, long_seconds, epochs):
+    """The whole-process seconds at `epochs`, on the line through the two timed runs."""
+    per_epoch = (long_seconds - short_seconds) / (long_epochs - short_epochs)
+    return short_seconds + per_epoch * (epochs - short_epochs)
+
+
+def port_rounds(args, train_flags, out_dir, rounds):
+    """Times `rounds` rounds of the plain port; returns one dict per round, with its estimate."""
+    short, long = args.port_epochs
+    original_epochs = settings.ORIGINAL_EPOCHS[args.model]
+    results = []
+    for _ in range(rounds):
+        seconds = {epochs: timed_port(args.model, epochs, train_flags, out_dir)
+                   for epochs in (short, long)}
+        estimate = port_estimate(short, seconds[short], long, seconds[long], original_epochs)
+        results.append({"seconds": {str(epochs): round(value, 1)
+                                    for epochs, value in seconds.items()},
+                        "estimate_seconds": round(estimate, 1)})
+        print(f"plain port: {short} epochs {seconds[short]:.1f} s, {long} epochs "
+              f"{seconds[long]:.1f} s: {original_epochs} epochs about {estimate:.0f} s",
+              flush=True)
+    return results
+
+
 def analysed_metrics(run_dir):
     """analysis.py's metrics.json of one run folder."""
     finished = subprocess.run([sys.executable, str(REPO / "analysis.py"), str(run_dir)],
@@ -90,11 +157,16 @@ def analysed_metrics(run_dir):
     return json.loads((run_dir / "metrics.json").read_text())
 
 
-def markdown_table(model, rows, target_loss):
-    """One row per seed, then the median and the worst of each column."""
+def markdown_table(model, rows, target_loss, port_seconds=None):
+    """One row per seed, then the median and the worst of each column.
+
+    With `port_seconds` (the plain port's estimated original-length run), a
+    column gives each whole process as a share of it.
+    """
     columns = [column for column in COLUMNS if model == "vae" or column[0] not in VAE_ONLY]
     header = (["seed"] + [title for _, title, _ in columns]
               + ["training (s)", "whole process (s)"]
+              + (["share of the port's run"] if port_seconds else [])
               + ([f"loss <= {target_loss:g}"] if model == "vae" else []))
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
 
@@ -102,6 +174,8 @@ def markdown_table(model, rows, target_loss):
         formatted = [form.format(values[key]) if values.get(key) is not None else "—"
                      for key, _, form in columns]
         formatted += [f"{values['training_seconds']:.0f}", f"{values['whole_process_seconds']:.0f}"]
+        if port_seconds:
+            formatted.append(f"{values['whole_process_seconds'] / port_seconds:.1%}")
         if model == "vae":
             formatted.append("yes" if values["test_loss"] <= target_loss else "**no**")
         return formatted
@@ -133,6 +207,8 @@ def run(args):
     train_flags = args.train_flags[1:] if args.train_flags[:1] == ["--"] else args.train_flags
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    # The port's rounds bracket the seeds: the first before them, the others after.
+    ports = port_rounds(args, train_flags, out_dir, min(args.port_rounds, 1))
     rows = []
     for seed in args.seeds:
         run_dir = out_dir / f"{args.model}-{args.label}-seed{seed}"
@@ -143,20 +219,37 @@ def run(args):
         rows.append(row)
         print(f"seed {seed}: " + ", ".join(f"{key} {value:.4g}" for key, value in row.items()
                                           if isinstance(value, (int, float))), flush=True)
-    table, summary = markdown_table(args.model, rows, args.target_loss)
+    ports += port_rounds(args, train_flags, out_dir, args.port_rounds - len(ports))
+    port_seconds = (statistics.median(port["estimate_seconds"] for port in ports)
+                    if ports else None)
+    table, summary = markdown_table(args.model, rows, args.target_loss, port_seconds)
     result = {"model": args.model, "label": args.label, "train_flags": train_flags,
               "rows": rows, **summary}
+    if ports:
+        result["port"] = {"epochs": settings.ORIGINAL_EPOCHS[args.model], "rounds": ports,
+                          "estimate_seconds": port_seconds,
+                          "shares": {str(row["seed"]): round(row["whole_process_seconds"]
+                                                             / port_seconds, 4)
+                                     for row in rows}}
     if args.model == "vae":
         result["seeds_at_or_below_target"] = sum(row["test_loss"] <= args.target_loss
                                                  for row in rows)
     run_folder.write_json(out_dir / f"{args.model}-{args.label}.json", result)
     print(table)
+    if ports:
+        print(f"the plain port's {settings.ORIGINAL_EPOCHS[args.model]} epochs, estimated from "
+              f"{len(ports)} round(s) of {args.port_epochs[0]} and {args.port_epochs[1]} epochs: "
+              f"{port_seconds:.0f} s (median)")
     print(RESULT_MARKER + json.dumps(result))
     return 0
 
 
 def main(argv=None):
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.port_epochs[1] <= args.port_epochs[0]:
+        parser.error(f"--port-epochs {args.port_epochs[0]} {args.port_epochs[1]}: the second "
+                     "must be larger than the first, to draw a line through them")
     import training  # Keras loads here, after the flags
 
     try:

@@ -1,20 +1,23 @@
-"""Training speed: the project's VAE training path against a plain Keras 3 reference.
+"""Training speed: the project's VAE or AE training path against a plain Keras 3 reference.
 
     python benchmarks/train_speed.py                  # 3 rounds x 2 variants, 12 epochs each
     python benchmarks/train_speed.py --json-out speed.json
+    python benchmarks/train_speed.py --model ae       # the original AE script instead
     python benchmarks/train_speed.py --help           # every flag and its default
 
 Both variants train the same architecture (the original scripts' convolutional
-VAE, latent 2) on the same data (by default the bundled `data/mnist-20k.npz`:
-the first `--train-limit` training images; the test images for the test loss),
-at batch 32 with Adam 5e-4, on the loss 1000 x MSE (mean over pixels) + KL
-(sum over latent dimensions):
+VAE, latent 2; with `--model ae`, the original AE: the same encoder ending in a
+Dense bottleneck of 2) on the same data (by default the bundled
+`data/mnist-20k.npz`: the first `--train-limit` training images; the test
+images for the test loss), at batch 32 with Adam 5e-4, on the loss 1000 x MSE
+(mean over pixels) + KL (sum over latent dimensions), or the MSE alone for the AE:
 
   reference  the most direct Keras 3 way, written out in this file: a functional
              encoder and decoder, a `keras.Model` subclass whose `compute_loss`
-             computes the loss, float32, `fit` on NumPy arrays with every
-             default.
-  project    exactly what `train_vae.py` does: the run calls `training.train`
+             computes the loss (the AE: a functional model compiled with
+             `loss="mse"`, fit on (x, x)), float32, `fit` on NumPy arrays with
+             every default.
+  project    exactly what `train_vae.py` (or `train_ae.py`) does: the run calls `training.train`
              with the settings those flags would give (`settings.TrainingSettings`:
              data, train limit, epochs, batch size, learning rate and schedule,
              latent 2, reconstruction weight, seed, precision; auto picks
@@ -80,6 +83,8 @@ import time
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 VARIANTS = ("reference", "project")
+MODELS = ("vae", "ae")
+DEFAULT_TARGET_LOSS = {"vae": 57.0, "ae": 0.0416}
 LATENT_DIM = 2
 LEARNING_RATE = 5e-4
 RECONSTRUCTION_WEIGHT = 1000.0
@@ -111,6 +116,8 @@ def build_parser(settings):
                     "Keras 3 reference of the same model and loss: throughput, time to a target "
                     "test loss, final test loss and peak memory, each run in a fresh subprocess.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--model", choices=MODELS, default="vae",
+                        help="which original script the two variants train")
     parser.add_argument("--data", default=str(REPO / "data" / "mnist-20k.npz"),
                         help="an .npz in Keras' MNIST layout (x_train, y_train, x_test, y_test)")
     parser.add_argument("--train-limit", type=settings.positive_int, default=10000,
@@ -119,10 +126,13 @@ def build_parser(settings):
                         help="epochs of each run")
     parser.add_argument("--batch-size", type=settings.positive_int, default=32,
                         help="images per step")
-    parser.add_argument("--target-loss", type=settings.positive_float, default=57.0,
-                        help="time to target: the first epoch whose test loss (1000 x MSE + KL) "
-                             "is below this; 57 is what the plain port reaches after about "
-                             "10 epochs (docs/performance.md)")
+    parser.add_argument("--target-loss", type=settings.positive_float, default=None,
+                        help="time to target: the first epoch whose test loss (1000 x MSE + KL; "
+                             "the AE's MSE) is below this (default: "
+                             f"{DEFAULT_TARGET_LOSS['vae']:g} for the VAE, what the plain port "
+                             "reaches after about 10 epochs; "
+                             f"{DEFAULT_TARGET_LOSS['ae']:g} for the AE, the original's "
+                             "40-epoch test MSE; docs/performance.md)")
     parser.add_argument("--repeats", type=settings.positive_int, default=3,
                         help="rounds; each round runs every variant once, in --variants order")
     parser.add_argument("--precision", choices=settings.PRECISIONS, default="auto",
@@ -146,6 +156,7 @@ def _worker_parser():
     """Flags of one run in its subprocess; the parent checked them already."""
     parser = argparse.ArgumentParser(prog=f"{PROG} --worker")
     parser.add_argument("--worker", choices=VARIANTS, required=True)
+    parser.add_argument("--model", choices=MODELS, required=True)
     parser.add_argument("--data", required=True)
     parser.add_argument("--train-limit", type=int, required=True)
     parser.add_argument("--epochs", type=int, required=True)
@@ -159,7 +170,7 @@ def _worker_parser():
 
 
 def _worker_argv(variant, args):
-    argv = ["--worker", variant, "--data", str(args.data), "--train-limit", str(args.train_limit),
+    argv = ["--worker", variant, "--model", args.model, "--data", str(args.data), "--train-limit", str(args.train_limit),
             "--epochs", str(args.epochs), "--batch-size", str(args.batch_size),
             "--target-loss", repr(args.target_loss), "--precision", args.precision,
             "--seed", str(args.seed),
@@ -229,6 +240,27 @@ def _epoch_clock_class(keras):
     return EpochClock
 
 
+def _reference_encoder_trunk(images, layers):
+    """The original encoder's convolutions: (N, 28, 28, 1) -> (N, 3136)."""
+    x = images
+    for filters, strides in zip((32, 64, 64, 64), (1, 2, 2, 1)):
+        x = layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
+        x = layers.ReLU()(x)
+        x = layers.BatchNormalization()(x)
+    return layers.Flatten()(x)
+
+
+def _reference_decoder(latent, layers):
+    """The original decoder: (N, 2) -> (N, 28, 28, 1) through 3x3 transposed convolutions."""
+    x = layers.Dense(7 * 7 * 64)(latent)
+    x = layers.Reshape((7, 7, 64))(x)
+    for filters, strides in zip((64, 64, 64), (1, 2, 2)):
+        x = layers.Conv2DTranspose(filters, 3, strides=strides, padding="same")(x)
+        x = layers.ReLU()(x)
+        x = layers.BatchNormalization()(x)
+    return layers.Conv2DTranspose(1, 3, strides=1, padding="same", activation="sigmoid")(x)
+
+
 def build_reference_vae(seed=None):
     """The plain reference: the same VAE and loss, written the most direct Keras 3 way.
 
@@ -267,28 +299,28 @@ def build_reference_vae(seed=None):
             return ops.mean(RECONSTRUCTION_WEIGHT * mse + kl)
 
     images = keras.Input(shape=(28, 28, 1))
-    x = images
-    for filters, strides in zip((32, 64, 64, 64), (1, 2, 2, 1)):
-        x = layers.Conv2D(filters, 3, strides=strides, padding="same")(x)
-        x = layers.ReLU()(x)
-        x = layers.BatchNormalization()(x)
-    x = layers.Flatten()(x)
+    x = _reference_encoder_trunk(images, layers)
     z_mean = layers.Dense(LATENT_DIM)(x)
     z_log_var = layers.Dense(LATENT_DIM)(x)
     z = Sampling(seed)([z_mean, z_log_var])
     encoder = keras.Model(images, [z_mean, z_log_var, z], name="encoder")
 
     latent = keras.Input(shape=(LATENT_DIM,))
-    x = layers.Dense(7 * 7 * 64)(latent)
-    x = layers.Reshape((7, 7, 64))(x)
-    for filters, strides in zip((64, 64, 64), (1, 2, 2)):
-        x = layers.Conv2DTranspose(filters, 3, strides=strides, padding="same")(x)
-        x = layers.ReLU()(x)
-        x = layers.BatchNormalization()(x)
-    reconstructions = layers.Conv2DTranspose(1, 3, strides=1, padding="same",
-                                             activation="sigmoid")(x)
-    decoder = keras.Model(latent, reconstructions, name="decoder")
+    decoder = keras.Model(latent, _reference_decoder(latent, layers), name="decoder")
     return ReferenceVAE(encoder, decoder, name="reference_vae")
+
+
+def build_reference_ae():
+    """The plain reference AE: the original encoder, a Dense bottleneck, the original decoder.
+
+    Returns an uncompiled functional `keras.Model` from images to reconstructions.
+    """
+    import keras
+    from keras import layers
+
+    images = keras.Input(shape=(28, 28, 1))
+    bottleneck = layers.Dense(LATENT_DIM)(_reference_encoder_trunk(images, layers))
+    return keras.Model(images, _reference_decoder(bottleneck, layers), name="reference_ae")
 
 
 def _peak_rss_mib():
@@ -307,17 +339,23 @@ def _train_reference(args, keras, clock_class):
                                                   args.train_limit)
     keras.utils.set_random_seed(args.seed)
     keras.mixed_precision.set_global_policy("float32")
-    model = build_reference_vae(seed=args.seed)
-    model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
     clock = clock_class(None, args.target_loss)  # starts its clock when fit begins
-    model.fit(train_images, batch_size=args.batch_size, epochs=args.epochs,
-              validation_data=(dataset.x_test,), validation_batch_size=max(args.batch_size, 256),
+    if args.model == "vae":
+        model = build_reference_vae(seed=args.seed)
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE))
+        targets, validation_data = None, (dataset.x_test,)
+    else:  # the original AE script: the MSE as Keras' own loss, images as their own targets
+        model = build_reference_ae()
+        model.compile(optimizer=keras.optimizers.Adam(LEARNING_RATE), loss="mse")
+        targets, validation_data = train_images, (dataset.x_test, dataset.x_test)
+    model.fit(train_images, targets, batch_size=args.batch_size, epochs=args.epochs,
+              validation_data=validation_data, validation_batch_size=max(args.batch_size, 256),
               callbacks=[clock], verbose=0)
     return clock, clock.fit_seconds, len(dataset.x_test)
 
 
 def _train_project(args, keras, clock_class):
-    """Runs train_vae.py's training in this process, timing its `fit`.
+    """Runs train_vae.py's (or train_ae.py's) training in this process, timing its `fit`.
 
     The clock goes in through `training.train`'s `callbacks` hook, after the
     run's own callbacks. Returns (clock, fit seconds, test images).
@@ -329,18 +367,19 @@ def _train_project(args, keras, clock_class):
     clock = clock_class(None, args.target_loss)  # starts its clock when fit begins
     with tempfile.TemporaryDirectory(prefix="train_speed-") as out_dir:
         run_settings = settings.TrainingSettings(
-            model="vae", data=args.data, train_limit=args.train_limit, epochs=args.epochs,
+            model=args.model, data=args.data, train_limit=args.train_limit, epochs=args.epochs,
             batch_size=args.batch_size, learning_rate=args.project_learning_rate,
             lr_schedule=args.project_lr_schedule, latent_dim=LATENT_DIM,
             # The original architecture and a test evaluation after every epoch, as the
             # reference: the same model, so the throughputs compare, and a loss per epoch.
             warmup_epochs=0, upsampling="transpose", test_every=1,
             reconstruction_weight=RECONSTRUCTION_WEIGHT, seed=args.seed,
-            precision=args.precision, out=str(pathlib.Path(out_dir) / "vae"), verbose=0)
+            precision=args.precision, out=str(pathlib.Path(out_dir) / args.model), verbose=0)
         try:
             training.train(run_settings, callbacks=[clock])
         except training.USER_ERRORS as error:
-            raise SystemExit(f"{PROG}: error: train_vae.py's training failed: {error}") from None
+            raise SystemExit(f"{PROG}: error: train_{args.model}.py's training failed: "
+                             f"{error}") from None
     return clock, clock.fit_seconds, len(data.load_dataset(args.data).x_test)
 
 
@@ -529,6 +568,8 @@ def main(argv=None):
     import data  # Keras loads here, after the flags: --help answers at once
     import precision_policy
     args.variants = list(dict.fromkeys(args.variants))  # once each, in the order given
+    if args.target_loss is None:
+        args.target_loss = DEFAULT_TARGET_LOSS[args.model]
     args.data = str(pathlib.Path(args.data).resolve())
     try:
         dataset = data.load_dataset(args.data)
@@ -540,7 +581,7 @@ def main(argv=None):
         return 2
 
     settings = {
-        "data": args.data, "train_images": args.train_limit, "test_images": len(dataset.x_test),
+        "model": args.model, "data": args.data, "train_images": args.train_limit, "test_images": len(dataset.x_test),
         "epochs": args.epochs, "batch_size": args.batch_size, "learning_rate": LEARNING_RATE,
         "project_learning_rate": args.project_learning_rate,
         "project_lr_schedule": args.project_lr_schedule,
@@ -549,7 +590,8 @@ def main(argv=None):
         "precision": args.precision, "seed": args.seed, "cpu_count": os.cpu_count(),
         "cpu": precision_policy.cpu_description(),
     }
-    print(f"{PROG}: {dataset.describe()}; {args.repeats} round(s) of {', '.join(args.variants)}: "
+    print(f"{PROG}: {dataset.describe()}; {args.repeats} round(s) of {', '.join(args.variants)}, "
+          f"the {args.model.upper()}: "
           f"{args.train_limit:,} images, {args.epochs} epochs, batch {args.batch_size}, "
           f"target test loss {args.target_loss:g}", file=sys.stderr, flush=True)
     runs = []

@@ -82,6 +82,35 @@ def test_tiny_benchmark_measures_both_variants(small_npz, tmp_path, capsys):
         assert run["time_to_target"] < run["time_to_target_with_eval"] <= run["fit_seconds"]
 
 
+def test_tiny_benchmark_times_the_original_ae(small_npz, capsys):
+    code = train_speed.main(["--model", "ae", "--data", str(small_npz), "--train-limit",
+                             str(TINY_TRAIN), "--epochs", "1", "--repeats", "1"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    summary = json.loads(captured.out.strip().splitlines()[-1])
+    assert summary["settings"]["model"] == "ae"
+    assert summary["settings"]["target_loss"] == train_speed.DEFAULT_TARGET_LOSS["ae"]
+    for variant in ("reference", "project"):
+        # The AE's test loss is its MSE: far below the VAE's 1000 x MSE + KL.
+        assert 0 < summary[variant]["final_test_loss"] < 0.5
+        assert summary[variant]["process_seconds"] > 0
+
+
+def test_reference_ae_is_the_original_ae():
+    import keras
+
+    model = train_speed.build_reference_ae()
+    reference_vae = train_speed.build_reference_vae(seed=0)
+    # The VAE's two Dense heads become one Dense bottleneck; everything else is shared.
+    vae_weights = sum(int(np.prod(w.shape)) for w in reference_vae.weights)
+    head = 7 * 7 * 64 * 2 + 2
+    assert sum(int(np.prod(w.shape)) for w in model.weights) == vae_weights - head
+    assert model.output_shape == (None, 28, 28, 1)
+    bottlenecks = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)
+                   and layer.output.shape == (None, train_speed.LATENT_DIM)]
+    assert len(bottlenecks) == 1
+
+
 def fake_run(variant, throughput, time_to_target, process_seconds=100.0):
     return {"variant": variant, "precision": "float32", "throughput": throughput,
             "throughput_warm": True, "time_to_target": time_to_target,
@@ -238,6 +267,7 @@ def test_seed_table_trains_each_seed_in_its_own_process_and_tabulates_analysis(
     seed_table = load_benchmark("seed_table")
     out = tmp_path / "table"
     code = seed_table.main(["--seeds", "3", "--label", "tiny", "--target-loss", "1e6",
+                            "--port-rounds", "1", "--port-epochs", "1", "2",
                             "--out", str(out), "--", "--data", str(small_npz), "--epochs", "1",
                             "--train-limit", str(TINY_TRAIN), "--precision", "float32"])
     captured = capsys.readouterr()
@@ -254,6 +284,33 @@ def test_seed_table_trains_each_seed_in_its_own_process_and_tabulates_analysis(
     assert row["whole_process_seconds"] > row["training_seconds"] == config["training"]["wall_seconds"]
     assert result["seeds_at_or_below_target"] == 1 and result["median"]["test_loss"] == row["test_loss"]
     assert "| 3 | " in captured.out and "| worst | " in captured.out
+    # The plain port ran once for 1 and once for 2 epochs, on the seeds' tiny data, and its
+    # 100 epochs are the line through the two.
+    (port_round,) = result["port"]["rounds"]
+    one, two = port_round["seconds"]["1"], port_round["seconds"]["2"]
+    assert 0 < one and 0 < two
+    assert result["port"]["epochs"] == 100
+    assert result["port"]["estimate_seconds"] == pytest.approx(one + (two - one) * 99, abs=0.2)
+    assert result["port"]["shares"]["3"] == pytest.approx(
+        row["whole_process_seconds"] / result["port"]["estimate_seconds"], abs=1e-4)
+    port_logs = sorted(out.glob("port-vae-*epochs-*.log"))
+    assert len(port_logs) == 2 and all("128 images" in log.read_text() for log in port_logs)
+    assert "share of the port's run" in captured.out
+
+
+def test_port_estimate_is_the_line_through_the_two_timed_runs():
+    seed_table = load_benchmark("seed_table")
+    # 60 s for 2 epochs and 120 s for 5: 20 s an epoch on top of 20 s of start-up.
+    assert seed_table.port_estimate(2, 60.0, 5, 120.0, 100) == pytest.approx(2020.0)
+    assert seed_table.port_estimate(2, 60.0, 5, 120.0, 40) == pytest.approx(820.0)
+
+
+def test_seed_table_refuses_port_epochs_that_draw_no_line(capsys):
+    seed_table = load_benchmark("seed_table")
+    with pytest.raises(SystemExit) as exit_info:
+        seed_table.main(["--port-rounds", "1", "--port-epochs", "5", "5"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exit_info.value.code == 2 and len(err) == 1 and "--port-epochs 5 5" in err[0]
 
 
 def test_seed_table_reports_a_failed_training_in_one_line(small_npz, tmp_path, capsys):
