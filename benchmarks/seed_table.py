@@ -24,11 +24,14 @@ rows say whether each seed's test loss is at or below it (the original
 
 With `--port-rounds N`, the same run also times the plain Keras port of the
 original script (`benchmarks/train_speed.py --variants reference`, whole
-process) for each of `--port-epochs` (2 and 5), before the seeds and, from the
-second round on, after them. Each round's two runs give a straight line in
+process) for each of `--port-epochs` (2 and 5): one round before each seed
+while rounds are left, and any more after the last seed. Each round's two runs give a straight line in
 the epochs, start-up included, and so the port's time for the original's
 epochs (VAE 100, AE 40); the table gives each seed's whole process as a share
-of the median estimate.
+of the median estimate. Beside it, the JSON gives a second estimate that
+rests on one run rather than on the difference of two: the longer run's whole
+process plus its median warm epoch (training and test evaluation) for each
+epoch still to go.
 """
 
 import argparse
@@ -101,27 +104,33 @@ def timed_training(model, seed, run_dir, train_flags):
 
 
 def timed_port(model, epochs, train_flags, out_dir):
-    """The plain port of the original script for `epochs` epochs; its whole-process seconds.
+    """The plain port of the original script for `epochs` epochs, in its own process.
 
     The port trains on the same data as the seeds (their `--data` and
-    `--train-limit`, when given).
+    `--train-limit`, when given). Returns `(whole-process seconds, the median
+    seconds of its warm epochs)`: an epoch after the first, training and its
+    test evaluation.
     """
     given, _ = PORT_DATA_FLAGS.parse_known_args(train_flags)
+    stem = f"port-{model}-{epochs}epochs-{time.time_ns()}"
     command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--variants",
-               "reference", "--model", model, "--epochs", str(epochs), "--repeats", "1"]
+               "reference", "--model", model, "--epochs", str(epochs), "--repeats", "1",
+               "--json-out", str(out_dir / f"{stem}.json")]
     if given.data is not None:
         command += ["--data", given.data]
     if given.train_limit is not None:
         command += ["--train-limit", given.train_limit]
     finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    (out_dir / f"port-{model}-{epochs}epochs-{time.time_ns()}.log").write_text(
-        finished.stdout + finished.stderr)
+    (out_dir / f"{stem}.log").write_text(finished.stdout + finished.stderr)
     if finished.returncode != 0:
         last = (finished.stderr.strip() or finished.stdout.strip() or "no output").splitlines()[-1]
         raise RuntimeError(f"the plain port ({epochs} epochs) failed ({finished.returncode}): "
                            f"{last}")
-    summary = json.loads(finished.stdout.strip().splitlines()[-1])
-    return summary["reference"]["process_seconds"]
+    (port_run,) = json.loads((out_dir / f"{stem}.json").read_text())["runs"]
+    warm = port_run["history"][1:] or port_run["history"]
+    epoch_seconds = statistics.median(epoch["train_seconds"] + epoch["eval_seconds"]
+                                      for epoch in warm)
+    return port_run["process_seconds"], epoch_seconds
 
 
 def port_estimate(short_epochs, short_seconds, long_epochs, long_seconds, epochs):
@@ -131,19 +140,29 @@ def port_estimate(short_epochs, short_seconds, long_epochs, long_seconds, epochs
 
 
 def port_rounds(args, train_flags, out_dir, rounds):
-    """Times `rounds` rounds of the plain port; returns one dict per round, with its estimate."""
+    """Times `rounds` rounds of the plain port; returns one dict per round, with its estimates.
+
+    `estimate_seconds` is the line through the two runs' whole processes; the
+    line's slope rests on the difference of two noisy runs, so
+    `estimate_from_epochs_seconds` is given beside it: the longer run's whole
+    process plus its median warm epoch for each epoch still to go.
+    """
     short, long = args.port_epochs
     original_epochs = settings.ORIGINAL_EPOCHS[args.model]
     results = []
     for _ in range(rounds):
-        seconds = {epochs: timed_port(args.model, epochs, train_flags, out_dir)
-                   for epochs in (short, long)}
-        estimate = port_estimate(short, seconds[short], long, seconds[long], original_epochs)
-        results.append({"seconds": {str(epochs): round(value, 1)
-                                    for epochs, value in seconds.items()},
-                        "estimate_seconds": round(estimate, 1)})
-        print(f"plain port: {short} epochs {seconds[short]:.1f} s, {long} epochs "
-              f"{seconds[long]:.1f} s: {original_epochs} epochs about {estimate:.0f} s",
+        (short_seconds, _), (long_seconds, long_epoch) = (
+            timed_port(args.model, epochs, train_flags, out_dir) for epochs in (short, long))
+        estimate = port_estimate(short, short_seconds, long, long_seconds, original_epochs)
+        from_epochs = long_seconds + long_epoch * (original_epochs - long)
+        results.append({"seconds": {str(short): round(short_seconds, 3),
+                                    str(long): round(long_seconds, 3)},
+                        "warm_epoch_seconds": round(long_epoch, 3),
+                        "estimate_seconds": round(estimate, 1),
+                        "estimate_from_epochs_seconds": round(from_epochs, 1)})
+        print(f"plain port: {short} epochs {short_seconds:.1f} s, {long} epochs "
+              f"{long_seconds:.1f} s (warm epochs {long_epoch:.1f} s): {original_epochs} epochs "
+              f"about {estimate:.0f} s on the line, {from_epochs:.0f} s from the epochs",
               flush=True)
     return results
 
@@ -207,10 +226,13 @@ def run(args):
     train_flags = args.train_flags[1:] if args.train_flags[:1] == ["--"] else args.train_flags
     out_dir = pathlib.Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
-    # The port's rounds bracket the seeds: the first before them, the others after.
-    ports = port_rounds(args, train_flags, out_dir, min(args.port_rounds, 1))
+    # The port's rounds alternate with the seeds (one before each, while rounds are left; any
+    # more after the last), so that both see the machine's slow and fast spells alike.
+    ports = []
     rows = []
-    for seed in args.seeds:
+    for index, seed in enumerate(args.seeds):
+        if index < args.port_rounds:
+            ports += port_rounds(args, train_flags, out_dir, 1)
         run_dir = out_dir / f"{args.model}-{args.label}-seed{seed}"
         whole = timed_training(args.model, seed, run_dir, train_flags)
         config = json.loads((run_dir / run_folder.CONFIG_FILE).read_text())
@@ -225,21 +247,25 @@ def run(args):
     table, summary = markdown_table(args.model, rows, args.target_loss, port_seconds)
     result = {"model": args.model, "label": args.label, "train_flags": train_flags,
               "rows": rows, **summary}
-    if ports:
-        result["port"] = {"epochs": settings.ORIGINAL_EPOCHS[args.model], "rounds": ports,
-                          "estimate_seconds": port_seconds,
-                          "shares": {str(row["seed"]): round(row["whole_process_seconds"]
-                                                             / port_seconds, 4)
-                                     for row in rows}}
     if args.model == "vae":
         result["seeds_at_or_below_target"] = sum(row["test_loss"] <= args.target_loss
                                                  for row in rows)
+    if ports:
+        from_epochs = statistics.median(port["estimate_from_epochs_seconds"] for port in ports)
+        result["port"] = {
+            "epochs": settings.ORIGINAL_EPOCHS[args.model], "rounds": ports,
+            "estimate_seconds": port_seconds, "estimate_from_epochs_seconds": from_epochs,
+            "shares": {str(row["seed"]): round(row["whole_process_seconds"] / port_seconds, 4)
+                       for row in rows},
+            "shares_from_epochs": {str(row["seed"]): round(row["whole_process_seconds"]
+                                                           / from_epochs, 4) for row in rows}}
     run_folder.write_json(out_dir / f"{args.model}-{args.label}.json", result)
     print(table)
     if ports:
         print(f"the plain port's {settings.ORIGINAL_EPOCHS[args.model]} epochs, estimated from "
               f"{len(ports)} round(s) of {args.port_epochs[0]} and {args.port_epochs[1]} epochs: "
-              f"{port_seconds:.0f} s (median)")
+              f"{port_seconds:.0f} s (median; from the longer runs' epochs: "
+              f"{result['port']['estimate_from_epochs_seconds']:.0f} s)")
     print(RESULT_MARKER + json.dumps(result))
     return 0
 

@@ -14,9 +14,17 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import data  # noqa: E402
+import precision_policy  # noqa: E402
 
 TINY_TRAIN = 256
 TINY_TEST = 128
+
+# The AVX2 imitation (an ONEDNN_MAX_CPU_ISA cap below bfloat16 on a CPU that has it): TensorFlow
+# still reads bfloat16 in the CPU's flags and hands oneDNN bfloat16 kernels, which the cap
+# refuses ("could not create a primitive descriptor"). Tests that train in bfloat16 skip there.
+needs_bfloat16_kernels = pytest.mark.skipif(
+    os.environ.get("ONEDNN_MAX_CPU_ISA", "").upper() in precision_policy.ISA_CAPS_WITHOUT_BFLOAT16,
+    reason="ONEDNN_MAX_CPU_ISA caps oneDNN below bfloat16, and TensorFlow does not know it")
 
 
 def write_npz(path, **arrays):

@@ -293,6 +293,8 @@ def test_seed_table_trains_each_seed_in_its_own_process_and_tabulates_analysis(
     assert result["port"]["estimate_seconds"] == pytest.approx(one + (two - one) * 99, abs=0.2)
     assert result["port"]["shares"]["3"] == pytest.approx(
         row["whole_process_seconds"] / result["port"]["estimate_seconds"], abs=1e-4)
+    assert result["port"]["estimate_from_epochs_seconds"] == pytest.approx(
+        two + port_round["warm_epoch_seconds"] * 98, abs=0.5)
     port_logs = sorted(out.glob("port-vae-*epochs-*.log"))
     assert len(port_logs) == 2 and all("128 images" in log.read_text() for log in port_logs)
     assert "share of the port's run" in captured.out

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fused_batch_norm
+from conftest import needs_bfloat16_kernels
 import models
 
 pytestmark = pytest.mark.skipif(not fused_batch_norm.AVAILABLE,
@@ -47,6 +48,7 @@ def test_batch_normalization_trains_like_keras_own(batch_norm_kwargs):
             rtol=1e-4, atol=1e-5)
 
 
+@needs_bfloat16_kernels
 def test_batch_normalization_in_bfloat16_matches_float32():
     features = np.random.default_rng(1).normal(1.0, 2.0, (4, 5, 5, 3)).astype("float32")
     full = fused_batch_norm.BatchNormalization()

@@ -18,6 +18,7 @@ import detect
 import plots
 import run_folder
 import training
+from conftest import needs_bfloat16_kernels
 
 # Every fifth image is a test image; the rest train.
 TEST_EVERY = 5
@@ -117,6 +118,7 @@ def read_csv(text):
     return list(csv.DictReader(io.StringIO(text)))
 
 
+@needs_bfloat16_kernels
 def test_detect_scores_folders_files_and_npz_against_the_stored_threshold(
         folders, tmp_path, capsys, digits):
     run_dir = tmp_path / "ae"

@@ -239,9 +239,11 @@ OLD_CHECKPOINT_SETTINGS = ("data", "train_limit", "digits", "batch_size", "learn
 
 
 def test_a_checkpoint_from_before_the_settings_dataclass_resumes(tiny_npz, tmp_path):
-    # Earlier versions stored only these settings in the checkpoint (training.SETTINGS).
+    # Earlier versions stored only these settings in the checkpoint (training.SETTINGS), and
+    # their decoder was the original's (what the missing upsampling field reads back as).
     run_dir = tmp_path / "run"
-    assert training.main("vae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1")) == 0
+    assert training.main("vae", tiny_run_args(tiny_npz, run_dir, "--epochs", "1",
+                                              "--upsampling", "transpose")) == 0
     state, weights, optimizer_variables, rng_states = run_folder.read_checkpoint(
         run_dir / run_folder.CHECKPOINT_FILE)
     state["settings"] = {name: state["settings"][name] for name in OLD_CHECKPOINT_SETTINGS}

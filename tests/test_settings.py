@@ -74,8 +74,8 @@ def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win
     parsed, _ = settings.parse_training_flags(model, ["--recipe", "original", "--epochs", "7"])
     assert parsed.epochs == 7 and parsed.upsampling == "transpose"
     tuned, given = settings.parse_training_flags(model, [])
-    # The VAE's prior samples need a blot-free decoder; the AE keeps the original's.
-    expected_upsampling = {"vae": "transpose4x4", "ae": "transpose"}[model]
+    # Neither keeps the original's 3x3 transposed convolutions, which blot.
+    expected_upsampling = {"vae": "transpose4x4", "ae": "resize"}[model]
     assert tuned.upsampling == expected_upsampling and tuned.lr_schedule == "cosine"
     assert given == set()
 
