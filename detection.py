@@ -235,8 +235,9 @@ def montage(model, images, errors, is_anomaly, colormap, title):
 
 
 def map_file_name(index, source):
-    """`00012-name.png`: the input's position, then its name with only safe characters."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", pathlib.PurePath(str(source)).name)[:80]
+    """`00012-name.png`: the input's position, then its name (less its extension) with only
+    safe characters."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", pathlib.PurePath(str(source)).stem)[:80]
     return f"{index:05d}-{stem.strip('._') or 'image'}.png"
 
 

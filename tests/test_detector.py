@@ -165,7 +165,7 @@ def test_csv_cells_that_would_be_formulas_are_written_as_text(ae_run, tmp_path, 
     for name in names:
         write_png(tmp_path / name, test_digits[0])
     monkeypatch.chdir(tmp_path)  # relative paths: each source cell starts with the file's name
-    assert detect.main([str(ae_run), *names, "--out", "scores.csv"]) == 0
+    assert detect.main(["--out", "scores.csv", str(ae_run), "--", *names]) == 0
     rows = read_rows((tmp_path / "scores.csv").read_text())
     assert [row["source"] for row in rows] == ["'=cmd.png", "'+1.png", "'-2.png", "'@sum.png",
                                                "plain.png"]
