@@ -195,7 +195,7 @@ def anomaly_maps(images, reconstructions, maps, title, cell_titles=None,
     for row, label in enumerate(("input", "reconstruction", "where")):
         axes[row, 0].set_ylabel(label)
     figure.colorbar(heat, ax=axes[2, :].tolist(), fraction=0.05, pad=0.02,
-                    label="share of the score")
+                    label="part of the score")
     figure.suptitle(title, fontsize=10)
     return figure
 
