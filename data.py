@@ -23,6 +23,7 @@ Their channels come from the data (grayscale unless some image has colour), and
 import dataclasses
 import pathlib
 import socket
+import warnings
 import zipfile
 
 import keras
@@ -34,6 +35,9 @@ BUNDLED_MNIST = pathlib.Path(__file__).resolve().parent / "data" / "mnist-20k.np
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # The image files that keras.utils.image_dataset_from_directory reads.
 IMAGE_EXTENSIONS = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
+# The largest image read, checked from the header before decoding: 8,000 x 8,000, beyond a
+# 50-megapixel photo and below Pillow's own decompression-bomb warning (about 89 million).
+MAX_IMAGE_PIXELS = 64_000_000
 COLOR_MODES = ("auto", "grayscale", "rgb")
 DIGIT_NAMES = [str(digit) for digit in range(10)]
 KERAS_DATASETS = {
@@ -205,24 +209,50 @@ def image_files(folder):
     return sorted(path for path in pathlib.Path(folder).rglob("*") if is_image_file(path))
 
 
+def _grayscale_pixels(image):
+    """A grayscale Pillow image as uint8 (H, W, 1); 16-bit ones scaled from 0..65535, where
+    Pillow's "L" would clip them at 255."""
+    if image.mode.startswith("I"):  # PNG's 16-bit grayscale opens as "I;16" or "I"
+        scaled = np.clip(np.asarray(image).astype("float64"), 0, 65535) / 65535 * 255
+    elif image.mode == "F":  # float pixels, taken to be in [0, 1]
+        scaled = np.clip(np.asarray(image).astype("float64"), 0, 1) * 255
+    else:
+        return np.asarray(image.convert("L"))[..., np.newaxis]
+    return np.round(scaled).astype("uint8")[..., np.newaxis]
+
+
 def read_image(path):
     """One image file as uint8, shape (H, W, 1) or (H, W, 3), and whether it has colour.
 
-    Grayscale files stay one channel. Others (RGB, palette, CMYK, with or
-    without alpha) become RGB; "has colour" means some pixel's R, G and B differ.
+    Grayscale files stay one channel; 16-bit ones are scaled from 0..65535.
+    Others (RGB, palette, CMYK, with or without alpha) become RGB; "has colour"
+    means some pixel's R, G and B differ. The size is checked from the file's
+    header, before anything is decoded: an image over `MAX_IMAGE_PIXELS` is
+    refused, so a decompression bomb costs nothing.
 
     Raises:
-        DataError: if Pillow cannot read the file.
+        DataError: if Pillow cannot read the file, or the image is too large.
     """
     try:
-        with Image.open(path) as image:
+        with warnings.catch_warnings():
+            # Pillow warns above its own limit; ours is lower and refuses those images itself.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(path)  # reads the header only
+        with image:
+            width, height = image.size
+            if width * height > MAX_IMAGE_PIXELS:
+                raise DataError(f"{path} is {width:,} x {height:,} pixels, over the limit of "
+                                f"{MAX_IMAGE_PIXELS:,}: shrink it before giving it")
             image.load()
-            if image.mode in ("1", "L", "LA", "I", "I;16", "F"):
-                # Pillow's "L" maps 16-bit and float grayscale to 0..255 by clipping; those
-                # are rare in image folders, and docs/own-images.md says so.
-                pixels = np.asarray(image.convert("L"))[..., np.newaxis]
+            if image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "F"):
+                pixels = _grayscale_pixels(image)
             else:
                 pixels = np.asarray(image.convert("RGB"))
+    except DataError:
+        raise
+    except Image.DecompressionBombError as error:  # above twice Pillow's limit, at open
+        raise DataError(f"{path} is too large to decode safely ({error}): shrink it before "
+                        f"giving it") from None
     except (OSError, UnidentifiedImageError, ValueError) as error:
         raise DataError(f"cannot read image {path} ({error}): remove it, or save it again as "
                         f"PNG or JPEG") from None

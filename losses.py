@@ -35,6 +35,42 @@ def reconstruction_mse(images, reconstructions):
     return ops.mean(ops.square(images - reconstructions), axis=_per_image_axes(images))
 
 
+def squared_error_map(images, reconstructions):
+    """Where an image's MSE comes from: its per-pixel terms, shape `(batch, H, W)`.
+
+    `map_ihw = 1 / (H * W * C) * sum_c (x_ihwc - x̂_ihwc)^2`, so that the sum of
+    each map over height and width is `reconstruction_mse`.
+    """
+    images = ops.cast(images, "float32")
+    reconstructions = ops.cast(reconstructions, "float32")
+    height, width, channels = images.shape[1:]
+    return ops.sum(ops.square(images - reconstructions), axis=-1) / (height * width * channels)
+
+
+def relative_squared_error_map(images, reconstructions, pool_size=2, epsilon=1e-6):
+    """Where an image's relative squared error comes from: shape `(batch, H, W)`.
+
+    The per-block terms of `relative_squared_error`, `sum_c (x̄ - x̂̄)^2 / (ink +
+    epsilon)` for each `pool_size` x `pool_size` block, spread evenly over the
+    block's pixels, so that the sum of each map over height and width is the
+    image's `relative_squared_error`.
+    """
+    images = ops.cast(images, "float32")
+    reconstructions = ops.cast(reconstructions, "float32")
+    if pool_size > 1:
+        images, reconstructions = (ops.average_pool(tensor, pool_size, strides=pool_size,
+                                                    padding="valid")
+                                   for tensor in (images, reconstructions))
+    axes = _per_image_axes(images)
+    ink = ops.sum(ops.square(images), axis=axes) + ops.sum(ops.square(reconstructions), axis=axes)
+    blocks = ops.sum(ops.square(images - reconstructions), axis=-1)  # (batch, H / p, W / p)
+    blocks = blocks / ops.reshape(ink + epsilon, (-1, 1, 1))
+    if pool_size > 1:
+        blocks = ops.repeat(ops.repeat(blocks, pool_size, axis=1), pool_size, axis=2)
+        blocks = blocks / (pool_size * pool_size)
+    return blocks
+
+
 def relative_squared_error(images, reconstructions, pool_size=2, epsilon=1e-6):
     """Squared reconstruction error of each image, relative to the ink of both images.
 

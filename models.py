@@ -56,6 +56,16 @@ BATCH_NORMS = ("auto", "keras", "fused")
 UPSAMPLINGS = ("transpose", "resize", "transpose4x4")
 # Anomaly scores of an image and its reconstruction (see _Autoencoder.anomaly_scores).
 ANOMALY_SCORES = {"mse": losses.reconstruction_mse, "relative": losses.relative_squared_error}
+# Each score's per-pixel terms: a map of shape (N, H, W) whose sum over H and W is the score.
+ANOMALY_MAPS = {"mse": losses.squared_error_map, "relative": losses.relative_squared_error_map}
+# The training scores kept with a threshold, at these percentiles, to put any score on the
+# training images' scale: 0, 0.1, ..., 100.
+SCORE_PERCENTILES = np.linspace(0.0, 100.0, 1001)
+
+
+def score_quantiles(scores):
+    """The scores at `SCORE_PERCENTILES`, as the list a model's config keeps."""
+    return [float(value) for value in np.percentile(scores, SCORE_PERCENTILES)]
 ANOMALY_SCORE_NAMES = {"mse": "per-image MSE", "relative": "relative squared error"}
 PACKAGE = "vae_mnist"
 
@@ -240,7 +250,7 @@ class _Autoencoder(keras.Model):
                  encoder_strides=ENCODER_STRIDES, decoder_filters=DECODER_FILTERS,
                  decoder_strides=DECODER_STRIDES, image_shape=IMAGE_SHAPE, seed=None,
                  batch_norm="auto", anomaly_threshold=None, threshold_percentile=None,
-                 upsampling="transpose", anomaly_score="mse", **kwargs):
+                 upsampling="transpose", anomaly_score="mse", score_quantiles=None, **kwargs):
         super().__init__(**kwargs)
         if latent_dim < 1:
             raise ValueError(f"latent_dim must be at least 1, got {latent_dim}")
@@ -255,6 +265,7 @@ class _Autoencoder(keras.Model):
         self.batch_norm = batch_norm
         self.anomaly_threshold = anomaly_threshold
         self.threshold_percentile = threshold_percentile
+        self.score_quantiles = None if score_quantiles is None else list(score_quantiles)
         self.upsampling = upsampling
         if anomaly_score not in ANOMALY_SCORES:
             raise ValueError(f"anomaly_score must be one of {sorted(ANOMALY_SCORES)}, "
@@ -286,6 +297,7 @@ class _Autoencoder(keras.Model):
             "threshold_percentile": self.threshold_percentile,
             "upsampling": self.upsampling,
             "anomaly_score": self.anomaly_score,
+            "score_quantiles": self.score_quantiles,
         }
 
     def _mean_over_batch(self, per_image, sample_weight):
@@ -365,12 +377,38 @@ class _Autoencoder(keras.Model):
         return self._reconstruction_scores(ANOMALY_SCORES[self.anomaly_score], images,
                                            batch_size)
 
+    def anomaly_maps(self, images, batch_size=256):
+        """Where each image's anomaly score comes from, shape (N, H, W).
+
+        The per-pixel terms of `anomaly_scores` (see `ANOMALY_MAPS`): each map
+        sums over H and W to the image's score.
+        """
+        images = np.asarray(images, dtype="float32")
+        return keras.ops.convert_to_numpy(
+            ANOMALY_MAPS[self.anomaly_score](images, self.reconstruct(images, batch_size)))
+
     def set_anomaly_threshold(self, normal_images, percentile=99.0, batch_size=256):
-        """Sets the threshold to the `percentile`-th percentile of `normal_images`' scores."""
+        """Sets the threshold to the `percentile`-th percentile of `normal_images`' scores.
+
+        Also keeps those scores at `SCORE_PERCENTILES`, for `score_percentiles`.
+        """
         errors = self.anomaly_scores(normal_images, batch_size)
         self.anomaly_threshold = float(np.percentile(errors, percentile))
         self.threshold_percentile = float(percentile)
+        self.score_quantiles = score_quantiles(errors)
         return self.anomaly_threshold
+
+    def score_percentiles(self, errors):
+        """Each score as the share of the training images that score lower, in percent.
+
+        Read off the training scores kept by `set_anomaly_threshold` (interpolated
+        between the 0.1-percent steps); None for a model that kept none.
+        """
+        if self.score_quantiles is None:
+            return None
+        quantiles = np.asarray(self.score_quantiles)
+        return np.interp(np.asarray(errors, dtype="float64"), quantiles, SCORE_PERCENTILES,
+                         left=0.0, right=100.0)
 
     def detect_anomalies(self, images, batch_size=256):
         """Scores `images` against the threshold: `(errors, is_anomaly)`, both of shape (N,).

@@ -18,6 +18,7 @@ import atomic_files
 
 DIGIT_COLORMAP = "rainbow"
 IMAGE_COLORMAP = "gray_r"
+HEAT_COLORMAP = "inferno"
 
 
 def set_headless(headless=True):
@@ -161,6 +162,41 @@ def image_rows(rows, row_titles, title, column_titles=None, cell_titles=None,
                 axis.set_title(column_titles[column_index], fontsize=9)
     figure.suptitle(title)
     figure.tight_layout()
+    return figure
+
+
+def show_heat_map(axis, image, anomaly_map, vmax):
+    """An (H, W) anomaly map as a heat map over its (H, W, C) image, shown in gray."""
+    image = np.clip(np.asarray(image, dtype="float32"), 0.0, 1.0)
+    gray = image.mean(axis=-1) if image.ndim == 3 else image
+    axis.imshow(gray, cmap="gray", vmin=0.0, vmax=1.0)
+    heat = axis.imshow(anomaly_map, cmap=HEAT_COLORMAP, vmin=0.0, vmax=vmax, alpha=0.65)
+    axis.set_xticks([])
+    axis.set_yticks([])
+    return heat
+
+
+def anomaly_maps(images, reconstructions, maps, title, cell_titles=None,
+                 colormap=IMAGE_COLORMAP):
+    """One column per image: the image, its reconstruction, and its anomaly map over it.
+
+    `maps` (N, H, W) share one colour scale, from 0 to their largest value, so
+    that columns compare; the colour bar gives it.
+    """
+    columns = len(images)
+    figure, axes = plt.subplots(3, columns, figsize=(1.5 * columns + 0.9, 4.6), squeeze=False)
+    vmax = max(float(np.max(maps)), 1e-12)
+    for column in range(columns):
+        show_image(axes[0, column], images[column], colormap)
+        show_image(axes[1, column], reconstructions[column], colormap)
+        heat = show_heat_map(axes[2, column], images[column], maps[column], vmax)
+        if cell_titles is not None:
+            axes[0, column].set_title(cell_titles[column], fontsize=8)
+    for row, label in enumerate(("input", "reconstruction", "where")):
+        axes[row, 0].set_ylabel(label)
+    figure.colorbar(heat, ax=axes[2, :].tolist(), fraction=0.05, pad=0.02,
+                    label="part of the score")
+    figure.suptitle(title, fontsize=10)
     return figure
 
 

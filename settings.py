@@ -125,6 +125,8 @@ class DetectSettings:
     out: str | None = None
     montage: str | None = None
     resize: bool = False
+    skip_unreadable: bool = False
+    maps: str | None = None
     batch_size: int = 256
 
 
@@ -379,7 +381,9 @@ def build_detect_parser():
         prog="detect.py", argument_default=argparse.SUPPRESS,
         description="Score images as anomalies by a run's reconstruction error: an image whose "
                     "error is above the run's stored threshold (a percentile of its training "
-                    "images' errors) is an anomaly. Writes CSV: source,error,threshold,anomaly.")
+                    "images' errors) is an anomaly. Writes CSV: source,error,threshold,anomaly,"
+                    "percentile,note; the percentile is the share of the run's training images "
+                    "that score lower.")
     parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
     parser.add_argument("inputs", nargs="+", metavar="INPUT",
                         help="an image file, a folder of images (searched recursively) or an "
@@ -391,6 +395,15 @@ def build_detect_parser():
                              "(default: no picture)")
     parser.add_argument("--resize", action="store_true",
                         help="resize images of another size to the run's (default: refuse them)")
+    parser.add_argument("--skip-unreadable", action="store_true",
+                        help="give a file that cannot be scored (corrupt, too large, of another "
+                             "size without --resize, in colour for a grayscale run) a row with "
+                             "an empty error and the reason in the note column, and go on "
+                             "(default: stop at the first, with one line)")
+    parser.add_argument("--maps", metavar="DIR",
+                        help="also write one PNG per image into DIR: the image, its "
+                             "reconstruction and where its error lies, as a heat map over the "
+                             "image (default: none)")
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"images per predict batch (default: {defaults.batch_size})")
     return parser

@@ -353,6 +353,7 @@ def set_anomaly_threshold(model, train_images, percentile):
     finally:
         keras.mixed_precision.set_global_policy(policy)
     model.anomaly_threshold, model.threshold_percentile = threshold, saved.threshold_percentile
+    model.score_quantiles = saved.score_quantiles
     return threshold
 
 

@@ -84,6 +84,8 @@ CASES = [
     ("detect: a missing input", "detect", "input:absent", "does not exist"),
     ("detect: an .npz without images", "detect", "input:labels_only", "holds no image arrays"),
     ("detect: a text file", "detect", "input:text", "neither an image"),
+    ("detect: an image over the pixel limit", "detect", "input:huge", "over the limit of"),
+    ("detect: a decompression bomb", "detect", "input:bomb", "too large to decode safely"),
 ]
 
 
@@ -107,6 +109,10 @@ def make_bad_input(kind, folder, mnist_arrays):
         write_npz(bad, y_test=mnist_arrays["y_test"][:5])
     elif kind == "text":
         bad.write_text("not an image")
+    elif kind == "huge":  # 10,000 x 10,000: decoded before the header check came in
+        Image.new("1", (10_000, 10_000)).save(bad)
+    elif kind == "bomb":  # 20,000 x 20,000 in a few hundred KB: Pillow's own error at open
+        Image.new("1", (20_000, 20_000)).save(bad)
     return [str(good), str(bad)]
 
 

@@ -32,6 +32,9 @@ def test_the_use_it_from_python_snippet_runs(trained_runs, tiny_npz, tmp_path, m
     assert namespace["pictures"].shape == namespace["images"].shape == (8, 28, 28, 1)
     assert namespace["samples"].shape == (16, 28, 28, 1)
     assert namespace["errors"].shape == (8,) and np.all(namespace["errors"] >= 0)
+    np.testing.assert_allclose(namespace["maps"].sum(axis=(1, 2)), namespace["errors"], rtol=1e-5)
+    assert namespace["percentiles"].shape == (8,)
+    assert np.all((0 <= namespace["percentiles"]) & (namespace["percentiles"] <= 100))
     vae = namespace["vae"]  # the run stored its threshold, and the flags follow it
     np.testing.assert_array_equal(namespace["is_anomaly"],
                                   namespace["errors"] > vae.anomaly_threshold)
