@@ -47,14 +47,9 @@ def squared_error_map(images, reconstructions):
     return ops.sum(ops.square(images - reconstructions), axis=-1) / (height * width * channels)
 
 
-def relative_squared_error_map(images, reconstructions, pool_size=2, epsilon=1e-6):
-    """Where an image's relative squared error comes from: shape `(batch, H, W)`.
-
-    The per-block terms of `relative_squared_error`, `sum_c (x̄ - x̂̄)^2 / (ink +
-    epsilon)` for each `pool_size` x `pool_size` block, spread evenly over the
-    block's pixels, so that the sum of each map over height and width is the
-    image's `relative_squared_error`.
-    """
+def _pooled_with_ink(images, reconstructions, pool_size):
+    """Both images in float32, averaged over `pool_size` blocks, and their ink, shape (batch,):
+    `sum x^2 + sum x̂^2` over height, width and channel."""
     images = ops.cast(images, "float32")
     reconstructions = ops.cast(reconstructions, "float32")
     if pool_size > 1:
@@ -63,6 +58,18 @@ def relative_squared_error_map(images, reconstructions, pool_size=2, epsilon=1e-
                                    for tensor in (images, reconstructions))
     axes = _per_image_axes(images)
     ink = ops.sum(ops.square(images), axis=axes) + ops.sum(ops.square(reconstructions), axis=axes)
+    return images, reconstructions, ink
+
+
+def relative_squared_error_map(images, reconstructions, pool_size=2, epsilon=1e-6):
+    """Where an image's relative squared error comes from: shape `(batch, H, W)`.
+
+    The per-block terms of `relative_squared_error`, `sum_c (x̄ - x̂̄)^2 / (ink +
+    epsilon)` for each `pool_size` x `pool_size` block, spread evenly over the
+    block's pixels, so that the sum of each map over height and width is the
+    image's `relative_squared_error`.
+    """
+    images, reconstructions, ink = _pooled_with_ink(images, reconstructions, pool_size)
     blocks = ops.sum(ops.square(images - reconstructions), axis=-1)  # (batch, H / p, W / p)
     blocks = blocks / ops.reshape(ink + epsilon, (-1, 1, 1))
     if pool_size > 1:
@@ -93,15 +100,9 @@ def relative_squared_error(images, reconstructions, pool_size=2, epsilon=1e-6):
     Returns:
         A float32 tensor of shape `(batch,)`.
     """
-    images = ops.cast(images, "float32")
-    reconstructions = ops.cast(reconstructions, "float32")
-    if pool_size > 1:
-        images, reconstructions = (ops.average_pool(tensor, pool_size, strides=pool_size,
-                                                    padding="valid")
-                                   for tensor in (images, reconstructions))
-    axes = _per_image_axes(images)
-    ink = ops.sum(ops.square(images), axis=axes) + ops.sum(ops.square(reconstructions), axis=axes)
-    return ops.sum(ops.square(images - reconstructions), axis=axes) / (ink + epsilon)
+    images, reconstructions, ink = _pooled_with_ink(images, reconstructions, pool_size)
+    return (ops.sum(ops.square(images - reconstructions), axis=_per_image_axes(images))
+            / (ink + epsilon))
 
 
 def kl_divergence(z_mean, z_log_var):
