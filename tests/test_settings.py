@@ -74,9 +74,11 @@ def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win
     parsed, _ = settings.parse_training_flags(model, ["--recipe", "original", "--epochs", "7"])
     assert parsed.epochs == 7 and parsed.upsampling == "transpose"
     tuned, given = settings.parse_training_flags(model, [])
-    # Neither keeps the original's 3x3 transposed convolutions, which blot.
-    expected_upsampling = {"vae": "transpose4x4", "ae": "resize"}[model]
+    # The VAE leaves the original's 3x3 transposed convolutions, which blot its prior samples;
+    # the AE, which draws none, keeps them and trains fewer epochs.
+    expected_upsampling = {"vae": "transpose4x4", "ae": "transpose"}[model]
     assert tuned.upsampling == expected_upsampling and tuned.lr_schedule == "cosine"
+    assert tuned.epochs < settings.ORIGINAL_EPOCHS[model]
     assert given == set()
 
 
