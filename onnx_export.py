@@ -70,8 +70,7 @@ def metadata(model):
         "threshold": json.dumps(model.anomaly_threshold),
         "threshold_percentile": json.dumps(model.threshold_percentile),
         "score_quantiles": json.dumps(model.score_quantiles),
-        "score_percentiles": json.dumps([round(float(value), 1)
-                                         for value in models.SCORE_PERCENTILES]),
+        "score_percentiles": json.dumps([float(value) for value in models.SCORE_PERCENTILES]),
         "image_shape": json.dumps(list(model.image_shape)),
         "anomaly_score": model.anomaly_score,
         "model": "VAE" if model.variational else "AE",
