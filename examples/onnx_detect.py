@@ -39,7 +39,8 @@ def image_files(inputs):
 def read_image(path, image_shape, resize):
     """The image at `path` as float32 (H, W, C) in [0, 1] in the detector's shape, and a note.
 
-    Raises ValueError (or OSError) with the reason when it cannot be scored.
+    Raises ValueError, OSError or Pillow's DecompressionBombError with the reason when it
+    cannot be scored.
     """
     height, width, channels = image_shape
     with Image.open(path) as image:
@@ -56,7 +57,8 @@ def read_image(path, image_shape, resize):
             raise ValueError(f"{path} has colour, but the detector takes grayscale images")
         pixels = pixels[..., :1]
     elif pixels.shape[-1] == 1 and channels == 3:
-        pixels, note = np.repeat(pixels, 3, axis=-1), "grayscale: its channel repeated for this RGB run"
+        pixels = np.repeat(pixels, 3, axis=-1)
+        note = "grayscale: its channel repeated for this RGB run"
     if pixels.shape[:2] != (height, width):
         if not resize:
             raise ValueError(f"{path} is {pixels.shape[0]} x {pixels.shape[1]}, but the detector "
@@ -84,7 +86,7 @@ def csv_rows(session, files, resize):
         for path in files[start:start + BATCH_SIZE]:
             try:
                 image, note = read_image(path, image_shape, resize)
-            except (OSError, ValueError) as error:
+            except (OSError, ValueError, Image.DecompressionBombError) as error:
                 rows.append([str(path), "", f"{threshold:.6g}", "", "", str(error)])
                 continue
             images.append(image)
