@@ -2,6 +2,7 @@
 
     python detect.py runs/ae photos/ scan.png more.npz            # CSV on standard output
     python detect.py runs/ae photos/ --out scores.csv --montage worst.png
+    python detect.py runs/ae --export detector.onnx               # for examples/onnx_detect.py
     python detect.py --help                                       # every flag and its default
 
 An image is an anomaly when its reconstruction error is above the threshold

@@ -31,6 +31,7 @@ import numpy as np
 
 import data
 import models
+import onnx_export
 import plots
 import run_folder
 import training
@@ -302,10 +303,19 @@ def detect(args):
     return inputs, errors, is_anomaly
 
 
+def export_detector(args):
+    """Writes the run's detector to `args.export` as ONNX (see onnx_export.py)."""
+    model, config = run_folder.load_model(args.run_dir)
+    threshold = threshold_of(model, config)
+    onnx_export.export(model, args.export)
+    print(f"detect.py: wrote {args.export}: scores and maps of {describe_shape(*model.image_shape)}"
+          f" images, threshold {threshold:.4g} in its metadata", file=sys.stderr)
+
+
 def main(args):
     """Scores as `args` (a `settings.DetectSettings`) say; returns the exit status."""
     plots.set_headless()
-    for path in (args.out, args.montage):
+    for path in (args.out, args.montage, args.export):
         if path and not pathlib.Path(path).resolve().parent.is_dir():
             print(f"detect.py: error: the folder of {path} does not exist: create it, or write "
                   f"elsewhere", file=sys.stderr)
@@ -314,4 +324,12 @@ def main(args):
         print(f"detect.py: error: the folder above --maps {args.maps} does not exist: create "
               f"it, or write elsewhere", file=sys.stderr)
         return 2
+    if args.export and pathlib.Path(args.export).is_dir():
+        print(f"detect.py: error: --export {args.export} is a folder: give a file name, such "
+              f"as {pathlib.Path(args.export) / 'detector.onnx'}", file=sys.stderr)
+        return 2
+    if args.export:
+        status = training.run_reporting_user_errors("detect.py", export_detector, args)
+        if status or not args.inputs:
+            return status
     return training.run_reporting_user_errors("detect.py", detect, args)

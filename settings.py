@@ -129,6 +129,7 @@ class DetectSettings:
     skip_unreadable: bool = False
     maps: str | None = None
     batch_size: int = 256
+    export: str | None = None            # write the run's detector here as ONNX
 
 
 @dataclasses.dataclass
@@ -386,9 +387,9 @@ def build_detect_parser():
                     "percentile,note; the percentile is the share of the run's training images "
                     "that score lower.")
     parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="an image file, a folder of images (searched recursively) or an "
-                             ".npz of image arrays")
+                             ".npz of image arrays; none with --export alone")
     parser.add_argument("--out", metavar="FILE.csv",
                         help="write the CSV here (default: standard output)")
     parser.add_argument("--montage", metavar="FILE.png",
@@ -407,11 +408,21 @@ def build_detect_parser():
                              "image (default: none)")
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"images per predict batch (default: {defaults.batch_size})")
+    parser.add_argument("--export", metavar="FILE.onnx",
+                        help="write the run's detector as ONNX: images (N, H, W, C) in [0, 1] "
+                             "to scores (N,) and maps (N, H, W), the threshold and training "
+                             "scores in its metadata; runs without this repository "
+                             "(examples/onnx_detect.py) (default: no export)")
     return parser
 
 
 def parse_detect_flags(argv=None):
-    return DetectSettings(**vars(build_detect_parser().parse_args(argv)))
+    parser = build_detect_parser()
+    given = vars(parser.parse_args(argv))
+    given["inputs"] = given.get("inputs") or []
+    if not given["inputs"] and "export" not in given:
+        parser.error("the following arguments are required: INPUT (or give --export alone)")
+    return DetectSettings(**given)
 
 
 def build_analysis_parser():
