@@ -490,10 +490,14 @@ def detect(args):
     return tally
 
 
-def main(args):
-    """Scores as `args` (a `settings.DetectSettings`) say; returns the exit status."""
+def main(args, calibrate=None):
+    """Scores as `args` (a `settings.DetectSettings`) say; returns the exit status.
+
+    `calibrate` is `calibration.calibrate`, for `--calibrate` (calibration.py builds on
+    this module, so detect.py hands it in).
+    """
     plots.set_headless()
-    for path in (args.out, args.montage):
+    for path in (args.out, args.montage, args.pr_curve):
         if path and not pathlib.Path(path).resolve().parent.is_dir():
             print(f"detect.py: error: the folder of {path} does not exist: create it, or write "
                   f"elsewhere", file=sys.stderr)
@@ -502,4 +506,12 @@ def main(args):
         print(f"detect.py: error: the folder above --maps {args.maps} does not exist: create "
               f"it, or write elsewhere", file=sys.stderr)
         return 2
-    return training.run_reporting_user_errors("detect.py", detect, args)
+    return training.run_reporting_user_errors("detect.py", calibrate_then_detect, args, calibrate)
+
+
+def calibrate_then_detect(args, calibrate):
+    """`calibrate(args)` first if `--calibrate` is given, then scores the INPUTs, if any."""
+    if args.calibrate:
+        calibrate(args)
+    if args.inputs:
+        detect(args)

@@ -128,6 +128,10 @@ class DetectSettings:
     skip_unreadable: bool = False
     maps: str | None = None
     batch_size: int = 256
+    calibrate: list[str] | None = None
+    anomalous: list[str] | None = None
+    target_false_positive_rate: float | None = None
+    pr_curve: str | None = None
 
 
 @dataclasses.dataclass
@@ -197,6 +201,13 @@ def fraction(text):
     value = _finite_float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
+def rate(text):
+    value = _finite_float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
 
 
@@ -385,9 +396,9 @@ def build_detect_parser():
                     "percentile,note; the percentile is the share of the run's training images "
                     "that score lower.")
     parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
-    parser.add_argument("inputs", nargs="+", metavar="INPUT",
+    parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="an image file, a folder of images (searched recursively) or an "
-                             ".npz of image arrays")
+                             ".npz of image arrays (optional after --calibrate)")
     parser.add_argument("--out", metavar="FILE.csv",
                         help="write the CSV here (default: standard output)")
     parser.add_argument("--montage", metavar="FILE.png",
@@ -406,11 +417,47 @@ def build_detect_parser():
                              "image (default: none)")
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"images per predict batch (default: {defaults.batch_size})")
+    calibration = parser.add_argument_group(
+        "thresholds from your own examples",
+        "Choose the run's threshold from labelled examples and store it in the run folder "
+        "(config.json and model.keras), with how it was chosen; INPUTs, if given, are then "
+        "scored against it.")
+    calibration.add_argument("--calibrate", nargs="+", metavar="NORMAL",
+                             help="images, folders or .npz files of normal examples "
+                                  "(default: keep the stored threshold)")
+    calibration.add_argument("--anomalous", nargs="+", metavar="ANOMALOUS",
+                             help="with --calibrate: examples of anomalies; without "
+                                  "--target-false-positive-rate the threshold with the best F1 "
+                                  "on both sets is chosen (default: none)")
+    calibration.add_argument("--target-false-positive-rate", type=rate, metavar="R",
+                             help="with --calibrate: the lowest threshold that flags at most "
+                                  "this share of the normal examples, e.g. 0.01 (default: the "
+                                  "best F1, which needs --anomalous)")
+    calibration.add_argument("--pr-curve", metavar="FILE.png",
+                             help="with --calibrate and --anomalous: where to draw the "
+                                  "precision-recall curve (default: "
+                                  "RUN/calibration_pr_curve.png)")
     return parser
 
 
 def parse_detect_flags(argv=None):
-    return DetectSettings(**vars(build_detect_parser().parse_args(argv)))
+    parser = build_detect_parser()
+    given = vars(parser.parse_args(argv))
+    detect_settings = DetectSettings(**{"inputs": [], **given})
+    if detect_settings.calibrate is None:
+        for flag, value in (("--anomalous", detect_settings.anomalous),
+                            ("--target-false-positive-rate",
+                             detect_settings.target_false_positive_rate),
+                            ("--pr-curve", detect_settings.pr_curve)):
+            if value is not None:
+                parser.error(f"{flag} belongs to --calibrate: give --calibrate NORMAL... too")
+        if not detect_settings.inputs:
+            parser.error("give the INPUT images to score, or --calibrate NORMAL... to choose "
+                         "the threshold")
+    elif detect_settings.anomalous is None and detect_settings.target_false_positive_rate is None:
+        parser.error("the best F1 needs anomalous examples: give --anomalous ANOMALOUS..., or "
+                     "choose by the normal examples alone with --target-false-positive-rate R")
+    return detect_settings
 
 
 def build_analysis_parser():
