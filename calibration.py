@@ -95,6 +95,13 @@ def example_scores(model, inputs, args, flag):
     return model.anomaly_scores(collected.images, args.batch_size)
 
 
+def describe(method, args):
+    """"the best F1" or "a false-positive rate of at most 0.01"."""
+    if method == "best_f1":
+        return "the best F1"
+    return f"a false-positive rate of at most {args.target_false_positive_rate:g}"
+
+
 def calibrate(args):
     """Chooses the threshold as `args` say, stores it in the run folder and reports it.
 
@@ -133,7 +140,7 @@ def calibrate(args):
         scores, labels = _scores_and_labels(normal_scores, anomalous_scores)
         plots.save(plots.precision_recall_curve(
             labels, scores, figures["precision"], figures["recall"],
-            f"threshold {threshold:.4g} ({method.replace('_', ' ')}): {len(normal_scores):,} "
+            f"threshold {threshold:.4g} for {describe(method, args)}: {len(normal_scores):,} "
             f"normal, {len(anomalous_scores):,} anomalous examples"), curve)
     config = dict(config, model_config=model.get_config(), threshold_calibration=record,
                   settings=config["settings"].to_dict())
@@ -141,9 +148,8 @@ def calibrate(args):
         run_folder.write_run(args.run_dir, model, config)
     reached = (f"precision {figures['precision']:.3f}, recall {figures['recall']:.3f}, "
                f"F1 {figures['f1']:.3f}, " if len(anomalous_scores) else "")
-    print(f"detect.py: threshold {threshold:.4g} ({method.replace('_', ' ')}"
-          + (f" {args.target_false_positive_rate:g}" if method != "best_f1" else "")
-          + f"; the {model.threshold_percentile:.1f}th percentile of the training scores), "
+    print(f"detect.py: threshold {threshold:.4g} for {describe(method, args)} (the "
+          f"{model.threshold_percentile:.1f}th percentile of the training scores), "
           f"stored in {args.run_dir}: {reached}false-positive rate "
           f"{figures['false_positive_rate']:.3f} on {len(normal_scores):,} normal"
           + (f" and {len(anomalous_scores):,} anomalous" if len(anomalous_scores) else "")

@@ -329,8 +329,11 @@ def build_training_parser(model):
                              "images) or mse (mean squared error) "
                              f"(default: {defaults.anomaly_score})")
     parser.add_argument("--threshold-percentile", type=percentile, metavar="P",
-                        help="anomaly threshold stored with the run, for detect.py: this "
-                             "percentile of the training images' anomaly scores "
+                        help="where the anomaly threshold stored with the run (for detect.py) "
+                             "sits on the percentile scale of detect.py's CSV: P means that P "
+                             "%% of the training images score lower, so about 100 - P %% of "
+                             "images like them are flagged; detect.py --calibrate can choose "
+                             "it from examples later "
                              f"(default: {defaults.threshold_percentile:g})")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs into --out/tensorboard "
@@ -442,7 +445,9 @@ def build_detect_parser():
 
 def parse_detect_flags(argv=None):
     parser = build_detect_parser()
-    given = vars(parser.parse_args(argv))
+    # Intermixed: INPUTs may follow the flags (INPUT is optional, and plain parsing would
+    # give it an empty list at the run folder and refuse the INPUTs after a flag).
+    given = vars(parser.parse_intermixed_args(argv))
     detect_settings = DetectSettings(**{"inputs": [], **given})
     if detect_settings.calibrate is None:
         for flag, value in (("--anomalous", detect_settings.anomalous),
