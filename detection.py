@@ -4,8 +4,9 @@
 
 An image is an anomaly when the error of its deterministic reconstruction (the
 model's `anomaly_score`: relative squared error or MSE) is above the run's
-threshold, which training stores with the model: the `--threshold-percentile`
-(default 99th) percentile of its training images' errors. From Python, the
+threshold, which training stores with the model at `--threshold-percentile`
+(default 99: 99 % of its training images score lower), or which
+`--calibrate` chose from the user's examples (calibration.py). From Python, the
 same scoring is one call on a loaded model:
 
     model = keras.saving.load_model("runs/ae/model.keras")   # after `import models`
@@ -18,7 +19,8 @@ detect.py streams: worker threads read and decode the files a batch ahead
 written as they come, so memory stays flat with the number of files; a
 progress bar with the count and rate shows on stderr when stderr is a
 terminal. `--out` is written to a temporary file beside it and renamed at
-the end, so a refusal never leaves half a CSV.
+the end, so a refusal never leaves half a CSV; rows sent to standard output
+go out as they come.
 
 `percentile` puts a score on the training images' scale: 99.7 means that
 99.7 % of the run's training images score lower. A file that cannot be scored
