@@ -55,9 +55,11 @@ MONTAGE_IMAGES = 8
 CSV_COLUMNS = ("source", "error", "threshold", "anomaly", "percentile", "note")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 GRAYSCALE_FOR_RGB_NOTE = "grayscale: its channel repeated for this RGB run"
-# Readers decode on threads a window of this many batches ahead of the model.
+# Readers decode on threads a window of this many batches ahead of the model. A few threads
+# outpace the model (a 28 x 28 PNG reads in about 0.3 ms); more would only contend with
+# Keras' predict loop for the GIL.
 BATCHES_AHEAD = 2
-READ_THREADS = min(8, os.cpu_count() or 1)
+READ_THREADS = min(4, os.cpu_count() or 1)
 
 
 def describe_shape(height, width, channels):
