@@ -66,7 +66,8 @@ def threshold_for_best_f1(normal_scores, anomalous_scores):
 
 def _scores_and_labels(normal_scores, anomalous_scores):
     scores = np.concatenate([normal_scores, anomalous_scores]).astype("float32")
-    labels = np.concatenate([np.zeros(len(normal_scores), bool), np.ones(len(anomalous_scores), bool)])
+    labels = np.concatenate([np.zeros(len(normal_scores), bool),
+                             np.ones(len(anomalous_scores), bool)])
     return scores, labels
 
 
@@ -88,7 +89,7 @@ def example_scores(model, inputs, args, flag):
     """The anomaly scores of the examples `inputs` names; a DataError if none can be scored."""
     collected = detection.collect_inputs(inputs, model.image_shape, args.resize,
                                          args.skip_unreadable)
-    if not len(collected.scored) or not any(collected.scored):
+    if not any(collected.scored):
         raise data.DataError(f"none of the {len(collected.sources):,} {flag} examples could be "
                              f"scored (the first: {collected.notes[0]}): give readable images "
                              f"in the run's size")
