@@ -40,9 +40,11 @@ import pathlib
 import re
 import sys
 import time
+import warnings
 
 import keras
 import numpy as np
+from PIL import Image
 
 import atomic_files
 import data
@@ -430,34 +432,45 @@ def score_stream(model, plan, args, threshold, writer, colormap, most_anomalous=
     def load(source, read):
         return load_entry(source, read, model.image_shape, args.resize, args.skip_unreadable)
 
-    for batch in read_batches(plan.entries(), load, args.batch_size):
-        images = [image for _, image, _ in batch if image is not None]
-        if images:
-            images = np.stack(images)  # (B, H, W, C)
-            errors, is_anomaly = model.detect_anomalies(images, args.batch_size)
-            percentiles = model.score_percentiles(errors)
-        scores = iter(range(len(images)))
-        for source, image, note in batch:
-            if image is None:
-                tally.first_note = tally.first_note or note
-                writer.writerow(csv_row(source, note, threshold))
-            else:
-                index = next(scores)
-                writer.writerow(csv_row(source, note, threshold, errors[index],
-                                        is_anomaly[index], percentiles[index]))
-        if len(images):
-            if args.maps:
-                write_maps(model, images, errors, is_anomaly, percentiles,
-                           [source for source, image, _ in batch if image is not None],
-                           args.maps, colormap, args.batch_size, first_index=tally.scored)
-            if most_anomalous is not None:
-                most_anomalous.add(images, errors, is_anomaly)
-            tally.anomalies += int(is_anomaly.sum())
-        tally.scored += len(images)
-        tally.inputs += len(batch)
-        progress.update(tally.inputs)
+    with warnings.catch_warnings():
+        # data.read_image silences Pillow's warning about big images (our own, lower limit
+        # refuses them) with catch_warnings, which is not thread-safe: readers on threads
+        # would restore each other's filters. Silence it once, around all of them.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for batch in read_batches(plan.entries(), load, args.batch_size):
+            _score_batch(model, batch, args, threshold, writer, colormap, most_anomalous,
+                         tally)
+            progress.update(tally.inputs)
     progress.update(tally.inputs, finalize=True)
     return tally
+
+
+def _score_batch(model, batch, args, threshold, writer, colormap, most_anomalous, tally):
+    """Scores one batch of `load_entry` results, writes its rows, and counts it in `tally`."""
+    images = [image for _, image, _ in batch if image is not None]
+    if images:
+        images = np.stack(images)  # (B, H, W, C)
+        errors, is_anomaly = model.detect_anomalies(images, args.batch_size)
+        percentiles = model.score_percentiles(errors)
+    scores = iter(range(len(images)))
+    for source, image, note in batch:
+        if image is None:
+            tally.first_note = tally.first_note or note
+            writer.writerow(csv_row(source, note, threshold))
+        else:
+            index = next(scores)
+            writer.writerow(csv_row(source, note, threshold, errors[index],
+                                    is_anomaly[index], percentiles[index]))
+    if len(images):
+        if args.maps:
+            write_maps(model, images, errors, is_anomaly, percentiles,
+                       [source for source, image, _ in batch if image is not None],
+                       args.maps, colormap, args.batch_size, first_index=tally.scored)
+        if most_anomalous is not None:
+            most_anomalous.add(images, errors, is_anomaly)
+        tally.anomalies += int(is_anomaly.sum())
+    tally.scored += len(images)
+    tally.inputs += len(batch)
 
 
 def detect(args):
