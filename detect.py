@@ -3,6 +3,7 @@
     python detect.py runs/ae photos/ scan.png more.npz            # CSV on standard output
     python detect.py runs/ae photos/ --out scores.csv --montage worst.png
     python detect.py runs/ae --export detector.onnx               # for examples/onnx_detect.py
+    python detect.py runs/ae --calibrate normal/ --anomalous defects/   # threshold: best F1
     python detect.py --help                                       # every flag and its default
 
 An image is an anomaly when its reconstruction error is above the threshold
@@ -22,9 +23,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 def main(argv=None):
     detect_settings = settings.parse_detect_flags(argv)
-    import detection  # Keras loads here, after the flags: --help and flag errors answer at once
+    # Keras loads here, after the flags: --help and flag errors answer at once.
+    import calibration
+    import detection
 
-    return detection.main(detect_settings)
+    return detection.main(detect_settings, calibration.calibrate)
 
 
 if __name__ == "__main__":

@@ -4,14 +4,23 @@
 
 An image is an anomaly when the error of its deterministic reconstruction (the
 model's `anomaly_score`: relative squared error or MSE) is above the run's
-threshold, which training stores with the model: the `--threshold-percentile`
-(default 99th) percentile of its training images' errors. From Python, the
+threshold, which training stores with the model at `--threshold-percentile`
+(default 99: 99 % of its training images score lower), or which
+`--calibrate` chose from the user's examples (calibration.py). From Python, the
 same scoring is one call on a loaded model:
 
     model = keras.saving.load_model("runs/ae/model.keras")   # after `import models`
     errors, is_anomaly = model.detect_anomalies(images)      # images (N, H, W, C) in [0, 1]
     maps = model.anomaly_maps(images)                         # (N, H, W): where, summing to errors
     percentiles = model.score_percentiles(errors)             # share of training images below
+
+detect.py streams: worker threads read and decode the files a batch ahead
+(Pillow releases the GIL), the model scores each batch, and the CSV rows are
+written as they come, so memory stays flat with the number of files; a
+progress bar with the count and rate shows on stderr when stderr is a
+terminal. `--out` is written to a temporary file beside it and renamed at
+the end, so a refusal never leaves half a CSV; rows sent to standard output
+go out as they come.
 
 `percentile` puts a score on the training images' scale: 99.7 means that
 99.7 % of the run's training images score lower. A file that cannot be scored
@@ -21,14 +30,23 @@ as a formula (starting with =, +, -, @, a tab or a carriage return) get a
 leading ', as OWASP advises against CSV injection.
 """
 
+import collections
+import concurrent.futures
+import contextlib
 import csv
 import io
+import os
 import pathlib
 import re
 import sys
+import time
+import warnings
 
+import keras
 import numpy as np
+from PIL import Image
 
+import atomic_files
 import data
 import models
 import onnx_export
@@ -40,6 +58,11 @@ MONTAGE_IMAGES = 8
 CSV_COLUMNS = ("source", "error", "threshold", "anomaly", "percentile", "note")
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 GRAYSCALE_FOR_RGB_NOTE = "grayscale: its channel repeated for this RGB run"
+# Readers decode on threads a window of this many batches ahead of the model. A few threads
+# outpace the model (a 28 x 28 PNG reads in about 0.3 ms); more would only contend with
+# Keras' predict loop for the GIL.
+BATCHES_AHEAD = 2
+READ_THREADS = min(4, os.cpu_count() or 1)
 
 
 def describe_shape(height, width, channels):
@@ -83,23 +106,13 @@ class Inputs:
 
     def add(self, source, read):
         """Adds `source`; `read()` gives its (image, has colour) in [0, 1] or a DataError."""
-        try:
-            image, has_colour = read()
-            image, note = conform(image, has_colour, source, self.image_shape, self.resize)
-        except data.DataError as error:
-            if not self.skip_unreadable:
-                raise
-            self.add_unscored(source, str(error))
-            return
-        self.sources.append(str(source))
+        source, image, note = load_entry(source, read, self.image_shape, self.resize,
+                                         self.skip_unreadable)
+        self.sources.append(source)
         self.notes.append(note)
-        self.scored.append(True)
-        self._images.append(image)
-
-    def add_unscored(self, source, reason):
-        self.sources.append(str(source))
-        self.notes.append(reason)
-        self.scored.append(False)
+        self.scored.append(image is not None)
+        if image is not None:
+            self._images.append(image)
 
     @property
     def images(self):
@@ -126,13 +139,25 @@ def _npz_arrays(path):
     return arrays
 
 
-def _add_npz(inputs, path):
-    """Adds each image of an .npz, named `path:key[index]`."""
-    for key, array in _npz_arrays(path).items():
-        prepared = data.prepare_images(array, f"{path}:{key}")  # (N, H, W, C) in [0, 1]
-        for index, image in enumerate(prepared):
+def _npz_entries(path):
+    """(source, read) for each image of an .npz, named `path:key[index]`; one entry whose
+    `read` raises the DataError when the archive itself cannot be read."""
+    try:
+        prepared = {key: data.prepare_images(array, f"{path}:{key}")  # (N, H, W, C) in [0, 1]
+                    for key, array in _npz_arrays(path).items()}
+    except data.DataError as error:
+        yield path, _raiser(error)
+        return
+    for key, images in prepared.items():
+        for index, image in enumerate(images):
             colour = image.shape[-1] == 3 and bool(np.ptp(image, axis=-1).any())
-            inputs.add(f"{path}:{key}[{index}]", lambda image=image, colour=colour: (image, colour))
+            yield f"{path}:{key}[{index}]", lambda image=image, colour=colour: (image, colour)
+
+
+def _raiser(error):
+    def read():
+        raise error
+    return read
 
 
 def _read_file(file):
@@ -140,12 +165,59 @@ def _read_file(file):
     return pixels / 255.0, has_colour
 
 
+class InputPlan:
+    """The INPUT arguments, checked and listed, not yet read: `groups` holds, in order,
+    ("npz", path) and ("files", [path, ...]) entries; the file lists are the only per-file
+    objects kept."""
+
+    def __init__(self, inputs):
+        self.groups = []
+        for given in inputs:
+            path = pathlib.Path(given)
+            if path.suffix.lower() == ".npz" and path.is_file():
+                self.groups.append(("npz", path))
+            elif path.is_dir():
+                files = data.image_files(path)
+                if not files:
+                    raise data.DataError(f"{path} holds no images "
+                                         f"({', '.join(data.IMAGE_EXTENSIONS)}): give a folder "
+                                         f"with image files in it")
+                self.groups.append(("files", files))
+            elif path.is_file():
+                if path.suffix.lower() not in data.IMAGE_EXTENSIONS:
+                    raise data.DataError(f"{path} is neither an image "
+                                         f"({', '.join(data.IMAGE_EXTENSIONS)}) nor an .npz: "
+                                         f"give image files, folders of them, or an .npz")
+                self.groups.append(("files", [path]))
+            else:
+                raise data.DataError(f"{path} does not exist: check the path")
+
+    @property
+    def file_count(self):
+        """How many entries there are, or None when an .npz (counted only when read) is given."""
+        if any(kind == "npz" for kind, _ in self.groups):
+            return None
+        return sum(len(files) for _, files in self.groups)
+
+    def entries(self):
+        """(source, read) per input image, in order; `read()` gives (image, has colour) in
+        [0, 1] or raises a DataError. Each .npz is loaded when its turn comes."""
+        for kind, value in self.groups:
+            if kind == "npz":
+                yield from _npz_entries(value)
+            else:
+                for file in value:
+                    yield file, lambda file=file: _read_file(file)
+
+
 def collect_inputs(inputs, image_shape, resize=False, skip_unreadable=False):
-    """The images that the INPUT arguments name, checked, as an `Inputs`.
+    """The images that the INPUT arguments name, checked, all in memory, as an `Inputs`.
 
     With `skip_unreadable`, a file or image that cannot be scored (unreadable,
     too large, of another size without `resize`, in colour for a grayscale run)
     is kept as an unscored entry with the reason; without it, it raises.
+    detect.py streams instead (`read_batches`); this is for small sets, such as
+    the examples of `--calibrate`.
 
     Raises:
         data.DataError: on a missing path, an empty folder or a file of another
@@ -153,32 +225,48 @@ def collect_inputs(inputs, image_shape, resize=False, skip_unreadable=False):
             be scored.
     """
     collected = Inputs(image_shape, resize, skip_unreadable)
-    for given in inputs:
-        path = pathlib.Path(given)
-        if path.suffix.lower() == ".npz" and path.is_file():
-            try:
-                _add_npz(collected, path)
-            except data.DataError as error:  # the archive itself cannot be read
-                if not skip_unreadable:
-                    raise
-                collected.add_unscored(path, str(error))
-            continue
-        if path.is_dir():
-            files = data.image_files(path)
-            if not files:
-                raise data.DataError(f"{path} holds no images ({', '.join(data.IMAGE_EXTENSIONS)})"
-                                     f": give a folder with image files in it")
-        elif path.is_file():
-            if path.suffix.lower() not in data.IMAGE_EXTENSIONS:
-                raise data.DataError(f"{path} is neither an image "
-                                     f"({', '.join(data.IMAGE_EXTENSIONS)}) nor an .npz: give "
-                                     f"image files, folders of them, or an .npz")
-            files = [path]
-        else:
-            raise data.DataError(f"{path} does not exist: check the path")
-        for file in files:
-            collected.add(file, lambda file=file: _read_file(file))
+    for source, read in InputPlan(inputs).entries():
+        collected.add(source, read)
     return collected
+
+
+def load_entry(source, read, image_shape, resize, skip_unreadable):
+    """One input read and conformed: (source, image (H, W, C) or None, note).
+
+    Raises:
+        data.DataError: without `skip_unreadable`, when the image cannot be scored.
+    """
+    try:
+        image, has_colour = read()
+        image, note = conform(image, has_colour, source, image_shape, resize)
+    except data.DataError as error:
+        if not skip_unreadable:
+            raise
+        return str(source), None, str(error)
+    return str(source), image, note
+
+
+def read_batches(entries, load, batch_size, threads=READ_THREADS):
+    """Lists of `load(*entry)`'s results, `batch_size` at a time, in the entries' order.
+
+    Threads read up to `BATCHES_AHEAD` batches ahead of the consumer, so at
+    most that many batches of images are in memory; an entry is taken from
+    `entries` only when its window opens. A DataError raised by `load` comes
+    out of this generator when its entry's turn comes.
+    """
+    window = BATCHES_AHEAD * batch_size
+    with concurrent.futures.ThreadPoolExecutor(threads) as executor:
+        pending = collections.deque()
+        try:
+            for entry in entries:
+                pending.append(executor.submit(load, *entry))
+                if len(pending) >= window:
+                    yield [pending.popleft().result() for _ in range(batch_size)]
+            while pending:
+                yield [pending.popleft().result() for _ in range(min(batch_size, len(pending)))]
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def threshold_of(model, config):
@@ -209,21 +297,77 @@ def csv_safe(text):
     return "'" + text if text.startswith(FORMULA_STARTS) else text
 
 
+def csv_row(source, note, threshold, error=None, is_anomaly=None, percentile=None):
+    """One CSV row; an input that was not scored (`error` None) has empty score cells."""
+    if error is None:
+        cells = ["", f"{threshold:.6g}", "", ""]
+    else:
+        cells = [f"{error:.6g}", f"{threshold:.6g}", str(bool(is_anomaly)).lower(),
+                 f"{percentile:.1f}"]
+    return [csv_safe(str(source)), *cells, csv_safe(note)]
+
+
 def csv_text(inputs, errors, threshold, is_anomaly, percentiles):
-    """The CSV, one row per source in `inputs`; unscored ones have empty score cells."""
+    """The CSV of inputs scored all at once (an `Inputs`), one row per source."""
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     scored = iter(range(len(errors)))
     for source, note, was_scored in zip(inputs.sources, inputs.notes, inputs.scored):
-        if was_scored:
-            index = next(scored)
-            cells = [f"{errors[index]:.6g}", f"{threshold:.6g}",
-                     str(bool(is_anomaly[index])).lower(), f"{percentiles[index]:.1f}"]
-        else:
-            cells = ["", f"{threshold:.6g}", "", ""]
-        writer.writerow([csv_safe(source), *cells, csv_safe(note)])
+        index = next(scored) if was_scored else None
+        writer.writerow(csv_row(source, note, threshold) if index is None else csv_row(
+            source, note, threshold, errors[index], is_anomaly[index], percentiles[index]))
     return buffer.getvalue()
+
+
+class MostAnomalous:
+    """A running top `MONTAGE_IMAGES` of the scored images, by error: the montage's images,
+    kept without keeping the others."""
+
+    def __init__(self):
+        self.images, self.errors, self.is_anomaly = None, np.zeros(0), np.zeros(0, dtype=bool)
+
+    def add(self, images, errors, is_anomaly):
+        images = images if self.images is None else np.concatenate([self.images, images])
+        errors = np.concatenate([self.errors, errors])
+        is_anomaly = np.concatenate([self.is_anomaly, is_anomaly])
+        keep = np.argsort(errors, kind="stable")[::-1][:MONTAGE_IMAGES]
+        self.images, self.errors, self.is_anomaly = images[keep], errors[keep], is_anomaly[keep]
+
+
+class Progress:
+    """Keras' progress bar on stderr, with the count and the images per second, shown only
+    when stderr is a terminal (stdout may be the CSV)."""
+
+    def __init__(self, total):
+        self.started = time.perf_counter()
+        self.bar = None
+        if sys.stderr.isatty():
+            # Progbar writes to (and checks) sys.stdout: point it at stderr while it works.
+            with contextlib.redirect_stdout(sys.stderr):
+                self.bar = keras.utils.Progbar(total, unit_name="image",
+                                               stateful_metrics=["images/s"])
+
+    def update(self, done, finalize=False):
+        if self.bar is None:
+            return
+        rate = done / max(time.perf_counter() - self.started, 1e-9)
+        with contextlib.redirect_stdout(sys.stderr):
+            self.bar.update(done, values=[("images/s", rate)], finalize=finalize or None)
+
+
+@contextlib.contextmanager
+def csv_output(path):
+    """A text stream for the CSV: standard output, or a temporary file beside `path` that is
+    renamed onto it only when the block ends without an error."""
+    if path is None:
+        yield sys.stdout
+        return
+    with atomic_files.atomic_path(path) as temporary:
+        with open(temporary, "w", newline="", encoding="utf-8") as handle:
+            yield handle
+            handle.flush()
+            os.fsync(handle.fileno())
 
 
 def montage(model, images, errors, is_anomaly, colormap, title):
@@ -243,8 +387,11 @@ def map_file_name(index, source):
 
 
 def write_maps(model, images, errors, is_anomaly, percentiles, sources, folder, colormap,
-               batch_size):
-    """One PNG per scored image in `folder`: the image, its reconstruction and its map."""
+               batch_size, first_index=0):
+    """One PNG per scored image in `folder`: the image, its reconstruction and its map.
+
+    The file names count from `first_index`, the first image's place among all scored.
+    """
     folder = pathlib.Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     for start in range(0, len(images), batch_size):
@@ -259,48 +406,106 @@ def write_maps(model, images, errors, is_anomaly, percentiles, sources, folder, 
                 maps[offset:offset + 1],
                 f"{pathlib.PurePath(str(sources[index])).name}\nscore {errors[index]:.4g}, "
                 f"percentile {percentiles[index]:.1f}: {verdict}", colormap=colormap),
-                folder / map_file_name(index, sources[index]))
+                folder / map_file_name(first_index + index, sources[index]))
+
+
+class Tally:
+    """What a detect run counted: inputs, scored images, anomalies, the first skip's reason."""
+
+    def __init__(self):
+        self.inputs = self.scored = self.anomalies = 0
+        self.first_note = None
+
+    @property
+    def skipped(self):
+        return self.inputs - self.scored
+
+
+def score_stream(model, plan, args, threshold, writer, colormap, most_anomalous=None):
+    """Reads, scores and writes the CSV rows of `plan`'s inputs batch by batch; a `Tally`.
+
+    Only the batches in flight (`read_batches`) and `most_anomalous`'s few images are
+    held; the maps, if asked, are written per batch.
+    """
+    tally = Tally()
+    progress = Progress(plan.file_count)
+
+    def load(source, read):
+        return load_entry(source, read, model.image_shape, args.resize, args.skip_unreadable)
+
+    with warnings.catch_warnings():
+        # data.read_image silences Pillow's warning about big images (our own, lower limit
+        # refuses them) with catch_warnings, which is not thread-safe: readers on threads
+        # would restore each other's filters. Silence it once, around all of them.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        for batch in read_batches(plan.entries(), load, args.batch_size):
+            _score_batch(model, batch, args, threshold, writer, colormap, most_anomalous,
+                         tally)
+            progress.update(tally.inputs)
+    progress.update(tally.inputs, finalize=True)
+    return tally
+
+
+def _score_batch(model, batch, args, threshold, writer, colormap, most_anomalous, tally):
+    """Scores one batch of `load_entry` results, writes its rows, and counts it in `tally`."""
+    images = [image for _, image, _ in batch if image is not None]
+    if images:
+        images = np.stack(images)  # (B, H, W, C)
+        errors, is_anomaly = model.detect_anomalies(images, args.batch_size)
+        percentiles = model.score_percentiles(errors)
+    scores = iter(range(len(images)))
+    for source, image, note in batch:
+        if image is None:
+            tally.first_note = tally.first_note or note
+            writer.writerow(csv_row(source, note, threshold))
+        else:
+            index = next(scores)
+            writer.writerow(csv_row(source, note, threshold, errors[index],
+                                    is_anomaly[index], percentiles[index]))
+    if len(images):
+        if args.maps:
+            write_maps(model, images, errors, is_anomaly, percentiles,
+                       [source for source, image, _ in batch if image is not None],
+                       args.maps, colormap, args.batch_size, first_index=tally.scored)
+        if most_anomalous is not None:
+            most_anomalous.add(images, errors, is_anomaly)
+        tally.anomalies += int(is_anomaly.sum())
+    tally.scored += len(images)
+    tally.inputs += len(batch)
 
 
 def detect(args):
-    """Scores the images `args.inputs` name against the run `args.run_dir`.
+    """Scores the images `args.inputs` name against the run `args.run_dir`, streaming.
 
-    Writes the CSV to `args.out` (atomically) or standard output, the montage
-    to `args.montage` and the maps into `args.maps` if asked. Returns
-    `(inputs, errors, is_anomaly)`, the last two for the scored images.
+    Writes the CSV to `args.out` (atomically: nothing on an error) or standard
+    output, the montage to `args.montage` and the maps into `args.maps` if
+    asked. Returns the `Tally`.
     """
     model, config = run_folder.load_model(args.run_dir)
-    inputs = collect_inputs(args.inputs, model.image_shape, args.resize, args.skip_unreadable)
-    images = inputs.images
-    if not len(images):
-        raise data.DataError(f"none of the {len(inputs.sources):,} inputs could be scored (the "
-                             f"first: {inputs.notes[0]})")
+    plan = InputPlan(args.inputs)
     threshold = threshold_of(model, config)
-    errors, is_anomaly = model.detect_anomalies(images, args.batch_size)
-    percentiles = model.score_percentiles(errors)
-    text = csv_text(inputs, errors, threshold, is_anomaly, percentiles)
     colormap = config.get("data", {}).get("image_colormap", plots.IMAGE_COLORMAP)
-    scored_sources = [source for source, was_scored in zip(inputs.sources, inputs.scored)
-                      if was_scored]
-    if args.montage:
-        plots.save(montage(model, images, errors, is_anomaly, colormap,
-                           f"{len(images):,} inputs: the {min(MONTAGE_IMAGES, len(images))} with "
-                           f"the highest reconstruction error (threshold {threshold:.4f})"),
-                   args.montage)
-    if args.maps:
-        write_maps(model, images, errors, is_anomaly, percentiles, scored_sources, args.maps,
-                   colormap, args.batch_size)
-    if args.out:
-        run_folder.write_text(args.out, text)
-    else:
-        sys.stdout.write(text)
+    most_anomalous = MostAnomalous() if args.montage else None
+    with csv_output(args.out) as stream:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        tally = score_stream(model, plan, args, threshold, writer, colormap, most_anomalous)
+        if not tally.scored:
+            raise data.DataError(f"none of the {tally.inputs:,} inputs could be scored (the "
+                                 f"first: {tally.first_note})")
+    if most_anomalous is not None:
+        shown = len(most_anomalous.errors)
+        plots.save(montage(model, most_anomalous.images, most_anomalous.errors,
+                           most_anomalous.is_anomaly, colormap,
+                           f"{tally.scored:,} inputs: the {shown} with the highest "
+                           f"reconstruction error (threshold {threshold:.4f})"), args.montage)
     percentile = model.threshold_percentile or config["settings"].threshold_percentile
-    skipped = (f"; skipped {inputs.skipped:,} that could not be scored (see the note column)"
-               if inputs.skipped else "")
-    print(f"detect.py: {int(is_anomaly.sum()):,} of {len(images):,} images are anomalies (error "
-          f"above {threshold:.4g}, the {percentile:g}th percentile of the training errors)"
+    skipped = (f"; skipped {tally.skipped:,} that could not be scored (see the note column)"
+               if tally.skipped else "")
+    print(f"detect.py: {tally.anomalies:,} of {tally.scored:,} images are anomalies (error "
+          f"above {threshold:.4g}, the {percentile:.1f}th percentile of the training errors)"
           + skipped + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
-    return inputs, errors, is_anomaly
+    return tally
 
 
 def export_detector(args):
@@ -312,10 +517,14 @@ def export_detector(args):
           f" images, threshold {threshold:.4g} in its metadata", file=sys.stderr)
 
 
-def main(args):
-    """Scores as `args` (a `settings.DetectSettings`) say; returns the exit status."""
+def main(args, calibrate=None):
+    """Scores as `args` (a `settings.DetectSettings`) say; returns the exit status.
+
+    `calibrate` is `calibration.calibrate`, for `--calibrate` (calibration.py builds on
+    this module, so detect.py hands it in).
+    """
     plots.set_headless()
-    for path in (args.out, args.montage, args.export):
+    for path in (args.out, args.montage, args.pr_curve, args.export):
         if path and not pathlib.Path(path).resolve().parent.is_dir():
             print(f"detect.py: error: the folder of {path} does not exist: create it, or write "
                   f"elsewhere", file=sys.stderr)
@@ -328,8 +537,16 @@ def main(args):
         print(f"detect.py: error: --export {args.export} is a folder: give a file name, such "
               f"as {pathlib.Path(args.export) / 'detector.onnx'}", file=sys.stderr)
         return 2
+    return training.run_reporting_user_errors("detect.py", calibrate_export_detect, args,
+                                              calibrate)
+
+
+def calibrate_export_detect(args, calibrate):
+    """In this order, each if asked: choose the threshold from examples (`calibrate(args)`),
+    export the detector with it, then score the INPUTs."""
+    if args.calibrate:
+        calibrate(args)
     if args.export:
-        status = training.run_reporting_user_errors("detect.py", export_detector, args)
-        if status or not args.inputs:
-            return status
-    return training.run_reporting_user_errors("detect.py", detect, args)
+        export_detector(args)
+    if args.inputs:
+        detect(args)

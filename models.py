@@ -230,6 +230,14 @@ def image_size_multiple(encoder_strides=ENCODER_STRIDES):
     return math.prod(encoder_strides)
 
 
+def _predict(network, inputs, batch_size):
+    """`network.predict(inputs)`; up to one batch goes through `predict_on_batch`, the same
+    compiled step without building a dataset per call (detect.py calls once per batch)."""
+    if 0 < len(inputs) <= batch_size:
+        return network.predict_on_batch(inputs)
+    return network.predict(inputs, batch_size=batch_size, verbose=0)
+
+
 class _Autoencoder(keras.Model):
     """What `VAE` and `AE` share: construction, config, encode/decode/reconstruct, and
     anomaly scoring by reconstruction error.
@@ -317,13 +325,12 @@ class _Autoencoder(keras.Model):
         Returns:
             A NumPy array of shape `(N, latent_dim)`.
         """
-        codes = self.encoder.predict(images, batch_size=batch_size, verbose=0)
+        codes = _predict(self.encoder, images, batch_size)
         return codes[0] if self.variational else codes
 
     def decode(self, latents, batch_size=256):
         """Images the decoder draws at `latents` (shape `(N, latent_dim)`), in one predict."""
-        return self.decoder.predict(np.asarray(latents, dtype="float32"), batch_size=batch_size,
-                                    verbose=0)
+        return _predict(self.decoder, np.asarray(latents, dtype="float32"), batch_size)
 
     def reconstruct(self, images, batch_size=256):
         """Deterministic reconstructions: the decoded latent means (VAE) or codes (AE)."""

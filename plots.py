@@ -12,6 +12,7 @@ the original showed MNIST) or "gray" (as the image is).
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
+from sklearn.metrics import precision_recall_curve as sklearn_precision_recall_curve
 from sklearn.metrics import roc_curve as sklearn_roc_curve
 
 import atomic_files
@@ -258,5 +259,24 @@ def roc_curve(is_anomaly, scores, auroc, title, classes="digits", score_name="pe
     axis.set_ylabel(f"true positive rate (unseen {classes} flagged)")
     axis.set_title(title)
     axis.legend(loc="lower right")
+    axis.grid(alpha=0.3)
+    return figure
+
+
+def precision_recall_curve(is_anomaly, scores, precision, recall, title):
+    """The precision-recall curve of flagging by score, with the chosen threshold's point."""
+    curve_precision, curve_recall, _ = sklearn_precision_recall_curve(is_anomaly, scores)
+    figure, axis = plt.subplots(figsize=(5.5, 5.2))
+    axis.plot(curve_recall, curve_precision, label="every threshold")
+    axis.plot([recall], [precision], "o", color="tab:red",
+              label=f"chosen: precision {precision:.3f}, recall {recall:.3f}")
+    axis.axhline(np.mean(is_anomaly), color="gray", linestyle=":",
+                 label=f"flag everything (precision {np.mean(is_anomaly):.3f})")
+    axis.set_xlabel("recall (anomalous examples flagged)")
+    axis.set_ylabel("precision (flagged examples that are anomalous)")
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    axis.set_title(title, fontsize=9)
+    axis.legend(loc="lower left")
     axis.grid(alpha=0.3)
     return figure

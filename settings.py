@@ -130,6 +130,10 @@ class DetectSettings:
     maps: str | None = None
     batch_size: int = 256
     export: str | None = None            # write the run's detector here as ONNX
+    calibrate: list[str] | None = None
+    anomalous: list[str] | None = None
+    target_false_positive_rate: float | None = None
+    pr_curve: str | None = None
 
 
 @dataclasses.dataclass
@@ -199,6 +203,13 @@ def fraction(text):
     value = _finite_float(text)
     if not 0.0 < value < 1.0:
         raise argparse.ArgumentTypeError(f"must lie between 0 and 1, got {text}")
+    return value
+
+
+def rate(text):
+    value = _finite_float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1), got {text}")
     return value
 
 
@@ -320,8 +331,11 @@ def build_training_parser(model):
                              "images) or mse (mean squared error) "
                              f"(default: {defaults.anomaly_score})")
     parser.add_argument("--threshold-percentile", type=percentile, metavar="P",
-                        help="anomaly threshold stored with the run, for detect.py: this "
-                             "percentile of the training images' anomaly scores "
+                        help="where the anomaly threshold stored with the run (for detect.py) "
+                             "sits on the percentile scale of detect.py's CSV: P means that P "
+                             "%% of the training images score lower, so about 100 - P %% of "
+                             "images like them are flagged; detect.py --calibrate can choose "
+                             "it from examples later "
                              f"(default: {defaults.threshold_percentile:g})")
     parser.add_argument("--tensorboard", action="store_true",
                         help="write TensorBoard logs into --out/tensorboard "
@@ -389,7 +403,7 @@ def build_detect_parser():
     parser.add_argument("run_dir", help="a run folder written by train_vae.py or train_ae.py")
     parser.add_argument("inputs", nargs="*", metavar="INPUT",
                         help="an image file, a folder of images (searched recursively) or an "
-                             ".npz of image arrays; none with --export alone")
+                             ".npz of image arrays (optional after --calibrate or with --export)")
     parser.add_argument("--out", metavar="FILE.csv",
                         help="write the CSV here (default: standard output)")
     parser.add_argument("--montage", metavar="FILE.png",
@@ -413,16 +427,49 @@ def build_detect_parser():
                              "to scores (N,) and maps (N, H, W), the threshold and training "
                              "scores in its metadata; runs without this repository "
                              "(examples/onnx_detect.py) (default: no export)")
+    calibration = parser.add_argument_group(
+        "thresholds from your own examples",
+        "Choose the run's threshold from labelled examples and store it in the run folder "
+        "(config.json and model.keras), with how it was chosen; INPUTs, if given, are then "
+        "scored against it.")
+    calibration.add_argument("--calibrate", nargs="+", metavar="NORMAL",
+                             help="images, folders or .npz files of normal examples "
+                                  "(default: keep the stored threshold)")
+    calibration.add_argument("--anomalous", nargs="+", metavar="ANOMALOUS",
+                             help="with --calibrate: examples of anomalies; without "
+                                  "--target-false-positive-rate the threshold with the best F1 "
+                                  "on both sets is chosen (default: none)")
+    calibration.add_argument("--target-false-positive-rate", type=rate, metavar="R",
+                             help="with --calibrate: the lowest threshold that flags at most "
+                                  "this share of the normal examples, e.g. 0.01 (default: the "
+                                  "best F1, which needs --anomalous)")
+    calibration.add_argument("--pr-curve", metavar="FILE.png",
+                             help="with --calibrate and --anomalous: where to draw the "
+                                  "precision-recall curve (default: "
+                                  "RUN/calibration_pr_curve.png)")
     return parser
 
 
 def parse_detect_flags(argv=None):
     parser = build_detect_parser()
-    given = vars(parser.parse_args(argv))
-    given["inputs"] = given.get("inputs") or []
-    if not given["inputs"] and "export" not in given:
-        parser.error("the following arguments are required: INPUT (or give --export alone)")
-    return DetectSettings(**given)
+    # Intermixed: INPUTs may follow the flags (INPUT is optional, and plain parsing would
+    # give it an empty list at the run folder and refuse the INPUTs after a flag).
+    given = vars(parser.parse_intermixed_args(argv))
+    detect_settings = DetectSettings(**{"inputs": [], **given})
+    if detect_settings.calibrate is None:
+        for flag, value in (("--anomalous", detect_settings.anomalous),
+                            ("--target-false-positive-rate",
+                             detect_settings.target_false_positive_rate),
+                            ("--pr-curve", detect_settings.pr_curve)):
+            if value is not None:
+                parser.error(f"{flag} belongs to --calibrate: give --calibrate NORMAL... too")
+        if not detect_settings.inputs and detect_settings.export is None:
+            parser.error("give the INPUT images to score, --calibrate NORMAL... to choose "
+                         "the threshold")
+    elif detect_settings.anomalous is None and detect_settings.target_false_positive_rate is None:
+        parser.error("the best F1 needs anomalous examples: give --anomalous ANOMALOUS..., or "
+                     "choose by the normal examples alone with --target-false-positive-rate R")
+    return detect_settings
 
 
 def build_analysis_parser():

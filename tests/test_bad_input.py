@@ -86,6 +86,15 @@ CASES = [
     ("detect: a text file", "detect", "input:text", "neither an image"),
     ("detect: an image over the pixel limit", "detect", "input:huge", "over the limit of"),
     ("detect: a decompression bomb", "detect", "input:bomb", "too large to decode safely"),
+    ("detect: neither INPUT nor --calibrate", "detect", "calibrate:nothing",
+     "give the INPUT images to score, or --calibrate"),
+    ("detect --calibrate: the best F1 without anomalous examples", "detect", "calibrate:f1",
+     "needs anomalous examples: give --anomalous ANOMALOUS..., or choose by the normal "
+     "examples alone with --target-false-positive-rate R"),
+    ("detect --calibrate: no readable example", "detect", "calibrate:unreadable",
+     "none of the 1 --calibrate examples could be scored"),
+    ("detect: --anomalous without --calibrate", "detect", "calibrate:anomalous_alone",
+     "--anomalous belongs to --calibrate"),
 ]
 
 
@@ -146,9 +155,9 @@ def run_script(script, run_dir, npz, out, extra):
     """Runs train_vae.py's, analysis.py's or detect.py's main in-process; returns its exit code."""
     if script == "analysis":
         return analysis.main([str(run_dir)])
-    if script == "detect":
-        return detect.main([str(run_dir), *extra, "--out", str(out)])
     try:
+        if script == "detect":
+            return detect.main([str(run_dir), *extra, "--out", str(out)])
         return training.main("vae", tiny_run_args(npz, out, *extra))
     except SystemExit as exit_info:  # argparse's own one-line errors
         return exit_info.code
@@ -176,6 +185,14 @@ def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mn
         spoil_run_folder(detail, run_dir, trained_runs)
     elif kind == "input":
         extra, out = make_bad_input(detail, tmp_path, mnist_arrays), tmp_path / "scores.csv"
+    elif kind == "calibrate":
+        good, unreadable = make_bad_input("unreadable", tmp_path, mnist_arrays)
+        extra = {"nothing": [],
+                 "f1": ["--calibrate", good],
+                 "unreadable": ["--calibrate", unreadable, "--skip-unreadable",
+                                "--target-false-positive-rate", "0.1"],
+                 "anomalous_alone": [good, "--anomalous", good]}[detail]
+        out = tmp_path / "scores.csv"
     before = folder_digest(run_dir)
 
     with warnings.catch_warnings(record=True) as recorded_warnings:  # a user would see them
@@ -193,5 +210,5 @@ def test_bad_input(case, script, setup, expected, capsys, tmp_path, tiny_npz, mn
     assert not [path for path in run_dir.iterdir() if path.name.startswith(".tmp-")]
     if kind == "out" and detail == "file":
         assert out.read_text() == "keep me"
-    if kind == "input":  # detect.py wrote no partial CSV
+    if kind in ("input", "calibrate"):  # detect.py wrote no partial CSV
         assert not out.exists()

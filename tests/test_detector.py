@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import shutil
+import sys
 
 import keras
 import numpy as np
@@ -216,3 +217,96 @@ def test_16_bit_images_are_scaled_from_their_own_range(tmp_path):
     assert pixels.dtype == np.uint8 and pixels.shape == (16, 16, 1) and not has_colour
     np.testing.assert_array_equal(pixels[..., 0], np.round(wide / 65535 * 255).astype("uint8"))
     assert len(np.unique(pixels)) > 200  # not clipped to a few values at 255
+
+
+# --- streaming ----------------------------------------------------------------------------------
+
+@pytest.fixture()
+def mixed_folder(tmp_path, mnist_arrays):
+    """Seven images, two of them unscorable, and an .npz of three more."""
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    digits = mnist_arrays["x_test"][:10]
+    for index in range(5):
+        write_png(folder / f"{index}_digit.png", digits[index])
+    (folder / "2b_corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    write_png(folder / "3b_small.png", digits[5][:16, :16])
+    np.savez(tmp_path / "more.npz", x_test=digits[7:10])
+    return [str(folder), str(tmp_path / "more.npz")]
+
+
+def test_streamed_rows_come_in_input_order_and_equal_scoring_all_at_once(ae_run, tmp_path,
+                                                                        mixed_folder):
+    out = tmp_path / "scores.csv"
+    assert detect.main([str(ae_run), *mixed_folder, "--out", str(out), "--skip-unreadable",
+                        "--batch-size", "3"]) == 0
+    streamed = read_rows(out.read_text())
+    model, config = detection.run_folder.load_model(ae_run)
+    inputs = detection.collect_inputs(mixed_folder, model.image_shape, skip_unreadable=True)
+    errors, is_anomaly = model.detect_anomalies(inputs.images)
+    at_once = read_rows(detection.csv_text(inputs, errors, model.anomaly_threshold, is_anomaly,
+                                           model.score_percentiles(errors)))
+    assert [row["source"].rsplit("/", 1)[-1] for row in streamed] == [
+        "0_digit.png", "1_digit.png", "2_digit.png", "2b_corrupt.png", "3_digit.png",
+        "3b_small.png", "4_digit.png", "more.npz:x_test[0]", "more.npz:x_test[1]",
+        "more.npz:x_test[2]"]
+    for column in ("source", "threshold", "anomaly", "note"):
+        assert [row[column] for row in streamed] == [row[column] for row in at_once]
+    for column in ("error", "percentile"):
+        np.testing.assert_allclose([float(row[column] or "nan") for row in streamed],
+                                   [float(row[column] or "nan") for row in at_once],
+                                   rtol=1e-4, atol=0.051 if column == "percentile" else 0)
+
+
+def test_files_are_read_and_scored_a_batch_at_a_time(ae_run, tmp_path, mnist_arrays,
+                                                     monkeypatch):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, pixels in enumerate(mnist_arrays["x_test"][:9]):
+        write_png(folder / f"{index}.png", pixels)
+    events = []  # ("read", name) from the reader threads, ("score", how many) from the model
+    read_file = detection._read_file
+    monkeypatch.setattr(detection, "_read_file",
+                        lambda file: events.append(("read", file.name)) or read_file(file))
+    detect_anomalies = models.AE.detect_anomalies
+    monkeypatch.setattr(models.AE, "detect_anomalies", lambda self, images, batch_size=256: (
+        events.append(("score", len(images))) or detect_anomalies(self, images, batch_size)))
+    assert detect.main([str(ae_run), str(folder), "--batch-size", "2",
+                        "--out", str(tmp_path / "scores.csv")]) == 0
+    scores = [size for kind, size in events if kind == "score"]
+    assert scores == [2, 2, 2, 2, 1]
+    reads = [index for index, (kind, _) in enumerate(events) if kind == "read"]
+    assert len(reads) == 9
+    # The first batch is scored before the last file is read: nothing reads everything first.
+    assert events.index(("score", 2)) < reads[-1]
+
+
+@pytest.mark.parametrize("terminal", [True, False])
+def test_the_progress_bar_shows_on_a_terminal_only(ae_run, tmp_path, mnist_arrays, monkeypatch,
+                                                   capsys, terminal):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, pixels in enumerate(mnist_arrays["x_test"][:5]):
+        write_png(folder / f"{index}.png", pixels)
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: terminal)
+    assert detect.main([str(ae_run), str(folder), "--batch-size", "2"]) == 0
+    captured = capsys.readouterr()
+    assert captured.out.startswith("source,error") and "images/s" not in captured.out
+    if terminal:
+        assert "5/5" in captured.err and "images/s" in captured.err
+    else:
+        assert "images/s" not in captured.err and "5/5" not in captured.err
+
+
+def test_a_refusal_midway_leaves_the_old_out_file_whole(ae_run, tmp_path, mnist_arrays, capsys):
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for index, pixels in enumerate(mnist_arrays["x_test"][:6]):
+        write_png(folder / f"{index}.png", pixels)
+    (folder / "9_corrupt.png").write_bytes(b"not an image")  # last: rows were streamed before
+    out = tmp_path / "scores.csv"
+    out.write_text("the old scores\n")
+    assert detect.main([str(ae_run), str(folder), "--batch-size", "2", "--out", str(out)]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert out.read_text() == "the old scores\n"
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["ae", "in", "scores.csv"]

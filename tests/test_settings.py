@@ -135,3 +135,12 @@ def test_help_is_answered_before_keras_loads(script):
                               text=True, timeout=60, check=False)
     assert "usage:" in finished.stdout
     assert finished.stdout.strip().endswith("NO KERAS"), finished.stdout[-300:]
+
+
+def test_detect_inputs_may_follow_flags_and_calibration_flags_parse():
+    parsed = settings.parse_detect_flags(["run", "--out", "x.csv", "a.png", "b/"])
+    assert parsed.inputs == ["a.png", "b/"] and parsed.calibrate is None
+    parsed = settings.parse_detect_flags(["run", "--calibrate", "n/", "m.npz",
+                                          "--target-false-positive-rate", "0.01"])
+    assert parsed.inputs == [] and parsed.calibrate == ["n/", "m.npz"]
+    assert parsed.target_false_positive_rate == 0.01
