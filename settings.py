@@ -464,8 +464,8 @@ def parse_detect_flags(argv=None):
             if value is not None:
                 parser.error(f"{flag} belongs to --calibrate: give --calibrate NORMAL... too")
         if not detect_settings.inputs and detect_settings.export is None:
-            parser.error("give the INPUT images to score, --calibrate NORMAL... to choose "
-                         "the threshold")
+            parser.error("give the INPUT images to score, or --calibrate NORMAL... to choose "
+                         "the threshold, or --export FILE.onnx")
     elif detect_settings.anomalous is None and detect_settings.target_false_positive_rate is None:
         parser.error("the best F1 needs anomalous examples: give --anomalous ANOMALOUS..., or "
                      "choose by the normal examples alone with --target-false-positive-rate R")

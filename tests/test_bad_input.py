@@ -86,7 +86,7 @@ CASES = [
     ("detect: a text file", "detect", "input:text", "neither an image"),
     ("detect: an image over the pixel limit", "detect", "input:huge", "over the limit of"),
     ("detect: a decompression bomb", "detect", "input:bomb", "too large to decode safely"),
-    ("detect: neither INPUT nor --calibrate", "detect", "calibrate:nothing",
+    ("detect: neither INPUT nor --calibrate nor --export", "detect", "calibrate:nothing",
      "give the INPUT images to score, or --calibrate"),
     ("detect --calibrate: the best F1 without anomalous examples", "detect", "calibrate:f1",
      "needs anomalous examples: give --anomalous ANOMALOUS..., or choose by the normal "
