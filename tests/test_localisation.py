@@ -154,7 +154,10 @@ def test_benchmark_scores_every_map_per_kind_and_draws_them(trained_runs, tmp_pa
     summary = json.loads(out.read_text())
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == summary
     assert summary["defect_counts"] == {kind: 3 for kind in defects.KINDS}
-    assert summary["run_map"] == "relative" and summary["best_map"] in summary["maps"]
+    assert summary["run_map"] == "relative"
+    assert summary["best_map"] in summary["maps"] and not localisation.is_baseline(
+        summary["best_map"])
+    assert localisation.is_baseline(summary["best_baseline"])
     names = [f"{base}{suffix}" for base in localisation.BASE_MAPS
              for suffix in ("", "+gauss1", "+gauss2")]
     assert sorted(summary["maps"]) == sorted(names)
@@ -175,3 +178,15 @@ def test_benchmark_refuses_more_images_than_the_run_holds(trained_runs, tmp_path
                               "--out", str(tmp_path / "loc.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "lower --images" in err[0] and not (tmp_path / "loc.json").exists()
+
+
+def test_the_best_map_is_the_model_s_by_pixel_auroc_then_pro():
+    def figures(pixel_auroc, pro):
+        return {"all": {"pixel_auroc": pixel_auroc, "pro": pro}}
+
+    results = {"relative": figures(0.9, 0.9), "ssim+gauss1": figures(0.9502, 0.4),
+               "ssim": figures(0.9498, 0.5), "intensity": figures(0.99, 0.9),
+               "mean-distance+gauss2": figures(0.98, 0.95)}
+    # 0.9502 and 0.9498 tie at 3 decimals: PRO decides. Baselines never win the model's map.
+    assert localisation.best_map(results) == "ssim"
+    assert localisation.best_map(results, baselines=True) == "intensity"
