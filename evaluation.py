@@ -1,10 +1,11 @@
 """Held-out numbers for a trained model: latent-space quality and anomaly detection.
 
-All metrics come from scikit-learn; this module only decides what is compared
-with what.
+All metrics but PRO come from scikit-learn (PRO's regions from SciPy); this
+module only decides what is compared with what.
 """
 
 import numpy as np
+from scipy import ndimage
 from sklearn.metrics import precision_score, recall_score, roc_auc_score, silhouette_score
 from sklearn.neighbors import KNeighborsClassifier
 
@@ -132,3 +133,74 @@ def anomaly_report(train_errors, test_errors, test_labels, normal_digits,
         "normal_test_images": int(normal.sum()),
         "anomalous_test_images": int(is_anomaly.sum()),
     }
+
+
+def pixel_auroc(masks, maps):
+    """ROC AUC of the map's values as a score for the defect pixels, over all pixels given.
+
+    Args:
+        masks: bool (N, H, W), True on defect pixels; needs both kinds of pixel.
+        maps: (N, H, W) anomaly maps, larger where a pixel looks more anomalous.
+
+    Raises:
+        MetricUndefined: if every pixel is a defect pixel, or none is.
+    """
+    masks = np.asarray(masks, bool).ravel()
+    if masks.all() or not masks.any():
+        raise MetricUndefined("pixel AUROC needs both defect and defect-free pixels")
+    return float(roc_auc_score(masks, np.asarray(maps, "float64").ravel()))
+
+
+def per_region_overlap(masks, maps, max_false_positive_rate=0.3):
+    """PRO (Bergmann et al. 2019, MVTec AD): the per-region overlap integrated over the
+    false-positive rate from 0 to `max_false_positive_rate`, divided by it; in [0, 1].
+
+    Each connected defect region (8-connected, `scipy.ndimage.label`, per image)
+    counts equally, however large: at a threshold t, the overlap is the mean over
+    regions of the share of the region's pixels whose map value exceeds t, and the
+    false-positive rate is the share of defect-free pixels that exceed it. Every
+    distinct map value is a threshold, so the curve is exact; it is joined by
+    straight lines from (0, 0) and integrated with the trapezoid rule.
+
+    Args:
+        masks: bool (N, H, W), True on defect pixels; needs both kinds of pixel.
+        maps: (N, H, W) anomaly maps, larger where a pixel looks more anomalous.
+
+    Raises:
+        MetricUndefined: if every pixel is a defect pixel, or none is.
+    """
+    masks = np.asarray(masks, bool)
+    if masks.all() or not masks.any():
+        raise MetricUndefined("PRO needs both defect and defect-free pixels")
+    # Regions numbered across all images: label each image on its own, then offset.
+    regions = np.zeros(masks.shape, dtype=np.int64)
+    count = 0
+    for index, mask in enumerate(masks):
+        labels, found = ndimage.label(mask, structure=np.ones((3, 3)))
+        regions[index] = np.where(labels > 0, labels + count, 0)
+        count += found
+    regions = regions.ravel()
+    sizes = np.bincount(regions)                      # sizes[0]: the defect-free pixels
+    # Lowering the threshold past a pixel adds 1 / (regions * its region's size) to the mean
+    # overlap if it is a defect pixel, or 1 / (defect-free pixels) to the false-positive rate.
+    overlap_step = np.where(regions > 0, 1.0 / (count * sizes[regions]), 0.0)
+    false_positive_step = np.where(regions == 0, 1.0 / sizes[0], 0.0)
+    order = np.argsort(-np.asarray(maps, "float64").ravel(), kind="stable")
+    values = np.asarray(maps, "float64").ravel()[order]
+    overlaps = np.cumsum(overlap_step[order])
+    false_positive_rates = np.cumsum(false_positive_step[order])
+    # Pixels of equal value pass a threshold together: keep the last of each run of ties.
+    last = np.r_[values[1:] != values[:-1], True]
+    overlaps = np.r_[0.0, overlaps[last]]
+    false_positive_rates = np.r_[0.0, false_positive_rates[last]]
+    # The curve up to the limit, ended on the straight line that crosses it.
+    inside = int(np.searchsorted(false_positive_rates, max_false_positive_rate, side="right"))
+    rates, overlaps_inside = false_positive_rates[:inside], overlaps[:inside]
+    if inside < len(overlaps):
+        share = ((max_false_positive_rate - rates[-1])
+                 / (false_positive_rates[inside] - rates[-1]))
+        rates = np.r_[rates, max_false_positive_rate]
+        overlaps_inside = np.r_[overlaps_inside, overlaps_inside[-1]
+                                + share * (overlaps[inside] - overlaps_inside[-1])]
+    area = np.trapezoid(overlaps_inside, rates)
+    return float(area / max_false_positive_rate)
