@@ -9,7 +9,6 @@ folder that `run_folder` describes.
 """
 
 import importlib.util
-import itertools
 import math
 import pathlib
 import sys
@@ -231,8 +230,11 @@ def as_fit_data(batches):
 
     Under TensorFlow the batches are gathered in the graph from the in-memory
     images (`tf.gather` by index), so no Python code runs per batch: Python
-    computes each epoch's order once, from the same `epoch_order` that
-    `__getitem__` reads, so the batches (and an exact resume) are the same.
+    computes each epoch's order once (a `tf.numpy_function` over an epoch
+    counter), from the same `epoch_order` that `__getitem__` reads, so the
+    batches (and an exact resume) are the same. Not `Dataset.from_generator`:
+    on a 2-core AVX2 CPU its machinery cost 15 times the kernel time of the
+    whole training and halved the images per second (docs/performance.md).
     The pipeline's autotuning is off: destroying an autotuned pipeline waits
     for its autotuning thread, whose period doubles up to 60 s, which stalled
     each epoch's or evaluation's iterator for about 5 s, and the end of a
@@ -249,10 +251,8 @@ def as_fit_data(batches):
         return batches
     images = tf.convert_to_tensor(batches.images)  # (N, height, width, channels), held once
     if batches.num_batches is None:  # endless: one Python call per epoch, for its order
-        orders = tf.data.Dataset.from_generator(
-            lambda: (batches.epoch_indices(epoch)
-                     for epoch in itertools.count(batches.first_epoch)),
-            output_signature=tf.TensorSpec((None,), tf.int64))
+        orders = tf.data.Dataset.counter(batches.first_epoch).map(
+            lambda epoch: _epoch_indices_in_graph(batches, epoch))
         indices = orders.flat_map(
             lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batches.share_size))
     else:
@@ -261,6 +261,14 @@ def as_fit_data(batches):
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)
+
+
+def _epoch_indices_in_graph(stream, epoch):
+    """`stream.epoch_indices(epoch)` as a graph op: shape (images read in the epoch,), int64."""
+    indices = tf.numpy_function(lambda epoch: stream.epoch_indices(int(epoch)).astype("int64"),
+                                [epoch], tf.int64, stateful=False)
+    indices.set_shape((None,))
+    return indices
 
 
 def _pair(images):
