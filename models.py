@@ -61,6 +61,8 @@ ANOMALY_MAPS = {"mse": losses.squared_error_map, "relative": losses.relative_squ
 # The training scores kept with a threshold, at these percentiles, to put any score on the
 # training images' scale: 0, 0.1, ..., 100.
 SCORE_PERCENTILES = np.linspace(0.0, 100.0, 1001)
+# Images of the batch-norm pass after training (see recompute_batch_norm_statistics).
+BATCH_NORM_IMAGES = 2048
 
 
 def score_quantiles(scores):
@@ -336,7 +338,8 @@ class _Autoencoder(keras.Model):
         """Deterministic reconstructions: the decoded latent means (VAE) or codes (AE)."""
         return self.decode(self.encode(images, batch_size), batch_size)
 
-    def recompute_batch_norm_statistics(self, images, batch_size=256, seed=0):
+    def recompute_batch_norm_statistics(self, images, batch_size=256, seed=0,
+                                        max_images=BATCH_NORM_IMAGES):
         """Sets each batch-norm layer's moving mean and variance from `images`, for the final weights.
 
         Training leaves moving averages (momentum 0.99) that lag the weights, so a
@@ -349,15 +352,18 @@ class _Autoencoder(keras.Model):
             images: shape `(N, *image_shape)`, normally the training images.
             batch_size: images per batch of the pass.
             seed: seed of the order in which the images are batched.
+            max_images: use at most this many of `images`, a seeded random sample: per-channel
+                means and variances over thousands of images (times every pixel position)
+                are already exact to a few parts in a thousand, and the pass runs eagerly.
         """
         norms = [layer for part in (self.encoder, self.decoder) for layer in part.layers
                  if isinstance(layer, layers.BatchNormalization)]
         momenta = [layer.momentum for layer in norms]
         # Batches in a random order: images sorted by class (an image folder, say) would
         # give per-class statistics, whose mean is not the statistics of the data.
-        order = np.random.default_rng(seed).permutation(len(images))
+        order = np.random.default_rng(seed).permutation(len(images))[:max_images]
         try:
-            for batch_index, start in enumerate(range(0, len(images), batch_size)):
+            for batch_index, start in enumerate(range(0, len(order), batch_size)):
                 for layer in norms:
                     layer.momentum = batch_index / (batch_index + 1)
                 batch = np.asarray(images[order[start:start + batch_size]], dtype="float32")

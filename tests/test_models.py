@@ -354,3 +354,23 @@ def test_transpose4x4_upsampling_uses_a_4x4_kernel_in_the_stride_2_blocks_only(k
     assert model.count_params() == original.count_params() + extra_weights
     model.save(tmp_path / "model.keras")
     assert keras.saving.load_model(tmp_path / "model.keras").upsampling == "transpose4x4"
+
+
+def test_recomputed_statistics_come_from_a_seeded_sample_of_at_most_max_images(mnist_arrays):
+    images = (mnist_arrays["x_train"][:96] / 255.0).astype("float32")[..., None]
+    sampled, subset = models.AE(batch_norm="keras", seed=0), models.AE(batch_norm="keras", seed=0)
+    subset.set_weights(sampled.get_weights())
+    sampled.recompute_batch_norm_statistics(images, batch_size=16, seed=3, max_images=32)
+    # The same pass over the 32 images that the seeded order starts with, and no others.
+    chosen = images[np.random.default_rng(3).permutation(len(images))[:32]]
+    subset.recompute_batch_norm_statistics(chosen, batch_size=16, seed=3, max_images=32)
+    everything = models.AE(batch_norm="keras", seed=0)
+    everything.set_weights(sampled.get_weights())
+    everything.recompute_batch_norm_statistics(images, batch_size=16, seed=3, max_images=96)
+    name = "batch_norm_0"
+    sampled_mean = sampled.encoder.get_layer(name).moving_mean.numpy()
+    assert not np.allclose(sampled_mean, everything.encoder.get_layer(name).moving_mean.numpy())
+    # The subset pass reorders the 32 images by its own permutation: the mean of equal batch
+    # means is the same whatever the order.
+    np.testing.assert_allclose(sampled_mean, subset.encoder.get_layer(name).moving_mean.numpy(),
+                               rtol=1e-4, atol=1e-6)
