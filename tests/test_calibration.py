@@ -5,7 +5,6 @@ normal examples and test 7s as the anomalous ones.
 """
 
 import json
-import shutil
 
 import keras
 import numpy as np
@@ -15,14 +14,7 @@ from PIL import Image
 import calibration
 import detect
 import run_folder
-from test_detector import read_rows
-
-
-@pytest.fixture()
-def ae_run(trained_runs, tmp_path):
-    run_dir = tmp_path / "ae"
-    shutil.copytree(trained_runs / "ae", run_dir)
-    return run_dir
+from test_detector import ae_run, read_rows  # noqa: F401  (ae_run: a fixture, used by name)
 
 
 @pytest.fixture()
