@@ -53,12 +53,13 @@ def train_in_two_processes(flags):
 
 def test_two_processes_match_one_with_the_same_global_batch_and_resume(tiny_npz, tmp_path):
     single_dir, joint_dir = tmp_path / "single", tmp_path / "two_processes"
+    straight_dir = tmp_path / "two_processes_straight"
     started = time.perf_counter()
     # The original recipe, whose constant learning rate does not depend on --epochs (the
     # tuned default's warm-up and cosine decay do: the 1 + 1 resumed epochs would change it
     # on the way), and whose test set is evaluated after every epoch, as a 1-epoch run is.
     original_recipe = ("--recipe", "original")
-    assert training.main("vae", tiny_run_args(tiny_npz, single_dir, "--epochs", "2",
+    assert training.main("vae", tiny_run_args(tiny_npz, single_dir, "--epochs", "1",
                                               *original_recipe)) == 0
     single_seconds = time.perf_counter() - started
 
@@ -68,7 +69,9 @@ def test_two_processes_match_one_with_the_same_global_batch_and_resume(tiny_npz,
                                                                 "--epochs", "1", *original_recipe))
     second, second_seconds = train_in_two_processes(tiny_run_args(tiny_npz, joint_dir,
                                                                   "--epochs", "2", "--resume"))
-    for index, stdout in enumerate(first + second):
+    straight, _ = train_in_two_processes(tiny_run_args(tiny_npz, straight_dir, "--epochs", "2",
+                                                       *original_recipe))
+    for index, stdout in enumerate(first + second + straight):
         assert f"data parallel over 2 devices in 2 processes (this is process {index % 2})" \
             in stdout
     assert "process 1 of 2 done; process 0 writes" in first[1] and "saved" not in first[1]
@@ -76,9 +79,18 @@ def test_two_processes_match_one_with_the_same_global_batch_and_resume(tiny_npz,
 
     single = run_folder.read_history_csv(single_dir / run_folder.HISTORY_FILE)
     joint = run_folder.read_history_csv(joint_dir / run_folder.HISTORY_FILE)
+    uninterrupted = run_folder.read_history_csv(straight_dir / run_folder.HISTORY_FILE)
     print(f"single process: loss {single['loss']}, {single_seconds:.1f} s; two processes: "
-          f"loss {joint['loss']}, {first_seconds:.1f} s + {second_seconds:.1f} s (resumed)")
+          f"loss {joint['loss']}, {first_seconds:.1f} s + {second_seconds:.1f} s (resumed); "
+          f"uninterrupted: loss {uninterrupted['loss']}")
+    # The same global batch: the first epoch of two processes is the single process's, up to
+    # the order of the gradient sums. Not later epochs: Adam turns rounding-sized gradients
+    # of either sign into steps of the full rate, so runs on two machines drift apart (4.7 %
+    # by epoch 2 on a Zen 3 CPU) for reasons that have nothing to do with the batches.
     for name in ("loss", "mse", "val_loss"):
-        assert joint[name] == pytest.approx(single[name], rel=0.02), name
+        assert joint[name][0] == pytest.approx(single[name][0], rel=0.02), name
+    # An exact resume: the same two processes, stopped and resumed, are the uninterrupted run.
+    for name in ("loss", "mse", "kl", "val_loss"):
+        assert joint[name] == pytest.approx(uninterrupted[name], rel=1e-5), name
     _, config = run_folder.load_model(joint_dir)
     assert config["training"]["resumed"] and config["settings"].epochs == 2
