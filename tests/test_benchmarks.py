@@ -183,40 +183,29 @@ def load_levers():
     return module
 
 
-def test_tiny_lever_benchmark_measures_each_setting(small_npz, capsys):
+def test_tiny_lever_benchmark_measures_each_setting_at_the_precision_asked(small_npz, capsys):
     levers = load_levers()
+    settings = ["plain", "project", "keras-batch-norm", "transpose4x4", "batch-64"] + (
+        ["python-generator"] if keras_backend() == "tensorflow" else [])
     code = levers.main(["--data", str(small_npz), "--train-limit", str(TINY_TRAIN),
-                        "--epochs", "2", "--repeats", "1", "--settings", "plain", "project",
-                        "keras-batch-norm"])
+                        "--epochs", "1", "--repeats", "1", "--settings", *settings])
     captured = capsys.readouterr()
     assert code == 0, captured.err
     lines = captured.out.strip().splitlines()
     summary = json.loads(lines[-1])
     medians = summary["medians_images_per_second"]
-    assert set(medians) == {"plain", "project", "keras-batch-norm"}
+    assert set(medians) == set(settings)
     assert all(math.isfinite(value) and value > 0 for value in medians.values())
     assert summary["ratio_to_plain"]["plain"] == 1.0
     assert summary["ratio_to_plain"]["project"] == pytest.approx(
         medians["project"] / medians["plain"], rel=0.01)
     rows = [line for line in lines if line.startswith("| 1 |")]
-    assert [row.split("|")[2].strip() for row in rows] == ["plain", "project", "keras-batch-norm"]
-    # plain trains in float32; the project in what --precision auto picks here
+    assert [row.split("|")[2].strip() for row in rows] == settings
+    # plain trains in float32; every other setting in what --precision (auto) picks here
     assert "| plain | " in rows[0] and "| float32 |" in rows[0]
-    assert f"| {training.resolve_precision('auto')} |" in rows[1]
+    auto = training.resolve_precision("auto")
+    assert all(f"| {auto} |" in row for row in rows[1:])
     assert summary["precision"] == "auto" and summary["cpu"]["cores"] >= 1
-
-
-def test_lever_benchmark_runs_each_setting_at_the_precision_asked(small_npz, capsys):
-    levers = load_levers()
-    code = levers.main(["--data", str(small_npz), "--train-limit", str(TINY_TRAIN),
-                        "--epochs", "1", "--repeats", "1", "--precision", "float32",
-                        "--settings", "transpose4x4", "batch-64"]
-                       + (["python-generator"] if keras_backend() == "tensorflow" else []))
-    captured = capsys.readouterr()
-    assert code == 0, captured.err
-    rows = [line for line in captured.out.splitlines() if line.startswith("| 1 |")]
-    assert rows and all("| float32 |" in row for row in rows)
-    assert json.loads(captured.out.strip().splitlines()[-1])["precision"] == "float32"
 
 
 def keras_backend():

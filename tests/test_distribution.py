@@ -1,7 +1,6 @@
 """Data parallelism: keras.distribution.DataParallel on 2 virtual CPU devices, process roles, and
 each process's share of the batches."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -30,10 +29,13 @@ print("HISTORIES " + json.dumps(histories))
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("jax") is None,
-                    reason="jax is not installed (pip install -r requirements-backends.txt)")
+@pytest.mark.skipif(training.keras.backend.backend() != "jax",
+                    reason="data parallelism needs JAX: .ci/run runs this file with "
+                           "KERAS_BACKEND=jax")
 def test_data_parallel_on_two_devices_matches_single_device(tiny_npz, tmp_path):
-    base = tiny_run_args(tiny_npz, "unused", "--epochs", "2")
+    # One epoch: later epochs drift apart by more than the batches explain (Adam turns
+    # rounding-sized gradients into steps of the full rate; see test_scale_out).
+    base = tiny_run_args(tiny_npz, "unused", "--epochs", "1")
     base = base[:base.index("--out")]
     script = tmp_path / "data_parallel.py"
     script.write_text(SCRIPT.format(repo=str(REPO), base=base))
