@@ -60,8 +60,14 @@ def learning_rate_schedule(settings, train_images):
 
 
 def compile_model(model, learning_rate=5e-4):
-    """Compiles a VAE or AE with Adam; the model computes its own loss (see models.py)."""
+    """Compiles a VAE or AE with Adam; the model computes its own loss (see models.py).
+
+    The optimizer's variables are made here, as Keras does when it loads a
+    compiled model, not in `fit`'s first step: under TensorFlow a first step
+    that makes variables is traced twice, which costs seconds per run.
+    """
     model.compile(optimizer=keras.optimizers.Adam(learning_rate))
+    model.optimizer.build(model.trainable_variables)
     return model
 
 
@@ -132,7 +138,6 @@ def rng_states(model):
 def restore_checkpoint(model, weights, optimizer_variables, saved_rng_states):
     """Puts a checkpoint's weights, optimizer state and noise state back into a compiled model."""
     model.set_weights(weights)
-    model.optimizer.build(model.trainable_variables)
     for variable, value in zip(model.optimizer.variables, optimizer_variables, strict=True):
         variable.assign(value)
     for variable, value in zip(rng_states(model), saved_rng_states, strict=True):

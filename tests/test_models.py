@@ -125,6 +125,19 @@ def test_vae_logs_total_reconstruction_and_kl_separately():
                                rtol=1e-4)
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow",
+                    reason="tracing a tf.function twice is TensorFlow's")
+def test_compile_model_builds_the_optimizer_so_the_training_step_is_traced_once():
+    model = training.compile_model(models.VAE(seed=0), 5e-4)
+    assert model.optimizer.built and len(model.optimizer.variables) > 1
+    traced = []
+    train_step = model.train_step
+    model.train_step = lambda batch: traced.append(1) or train_step(batch)
+    images = np.random.default_rng(0).random((16, 28, 28, 1)).astype("float32")
+    model.fit(images, batch_size=8, epochs=2, verbose=0)
+    assert len(traced) == 1  # twice when fit's first step makes the optimizer's variables
+
+
 def test_ae_loss_is_the_mse():
     model = training.compile_model(models.AE(), 5e-4)
     images = np.random.default_rng(0).random((32, 28, 28, 1)).astype("float32")
