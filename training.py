@@ -136,7 +136,8 @@ def rng_states(model):
 
 
 def restore_checkpoint(model, weights, optimizer_variables, saved_rng_states):
-    """Puts a checkpoint's weights, optimizer state and noise state back into a compiled model."""
+    """Puts a checkpoint's weights, optimizer state and noise state back into a model from
+    `compile_model`, whose optimizer variables already exist."""
     model.set_weights(weights)
     for variable, value in zip(model.optimizer.variables, optimizer_variables, strict=True):
         variable.assign(value)
