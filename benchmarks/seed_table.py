@@ -47,6 +47,7 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import settings  # noqa: E402  (light: no Keras, so --help answers at once)
+from benchmarks import train_speed  # noqa: E402  (light too: Keras loads in its workers)
 
 PROG = "seed_table.py"
 ORIGINAL_VAE_TEST_LOSS = 48.24  # the plain port of the original, 100 epochs (docs/performance.md)
@@ -107,26 +108,29 @@ def timed_port(model, epochs, train_flags, out_dir):
     """The plain port of the original script for `epochs` epochs, in its own process.
 
     The port trains on the same data as the seeds (their `--data` and
-    `--train-limit`, when given). Returns `(whole-process seconds, the median
-    seconds of its warm epochs)`: an epoch after the first, training and its
-    test evaluation.
+    `--train-limit`, when given), in `train_speed.py`'s reference worker,
+    started directly: the benchmark's own parent would load Keras once more
+    only to check the flags. Its measurements go to a JSON file in `out_dir`.
+    Returns `(whole-process seconds, the median seconds of its warm epochs)`:
+    an epoch after the first, training and its test evaluation.
     """
     given, _ = PORT_DATA_FLAGS.parse_known_args(train_flags)
-    stem = f"port-{model}-{epochs}epochs-{time.time_ns()}"
-    command = [sys.executable, str(REPO / "benchmarks" / "train_speed.py"), "--variants",
-               "reference", "--model", model, "--epochs", str(epochs), "--repeats", "1",
-               "--json-out", str(out_dir / f"{stem}.json")]
+    port_flags = ["--variants", "reference", "--model", model, "--epochs", str(epochs),
+                  "--repeats", "1"]
     if given.data is not None:
-        command += ["--data", given.data]
+        port_flags += ["--data", given.data]
     if given.train_limit is not None:
-        command += ["--train-limit", given.train_limit]
-    finished = subprocess.run(command, cwd=REPO, capture_output=True, text=True)
-    (out_dir / f"{stem}.log").write_text(finished.stdout + finished.stderr)
-    if finished.returncode != 0:
-        last = (finished.stderr.strip() or finished.stdout.strip() or "no output").splitlines()[-1]
-        raise RuntimeError(f"the plain port ({epochs} epochs) failed ({finished.returncode}): "
-                           f"{last}")
-    (port_run,) = json.loads((out_dir / f"{stem}.json").read_text())["runs"]
+        port_flags += ["--train-limit", given.train_limit]
+    port_args = train_speed.build_parser(settings).parse_args(port_flags)
+    # Relative to the repository, where the seeds' training processes also start.
+    port_args.data = str((REPO / port_args.data).resolve())
+    port_args.target_loss = train_speed.DEFAULT_TARGET_LOSS[model]
+    try:
+        port_run = train_speed.run_subprocess("reference", port_args)
+    except train_speed.RunFailed as error:
+        raise RuntimeError(f"the plain port ({epochs} epochs) failed: {error}") from None
+    (out_dir / f"port-{model}-{epochs}epochs-{time.time_ns()}.json").write_text(
+        json.dumps(port_run, indent=1))
     warm = port_run["history"][1:] or port_run["history"]
     epoch_seconds = statistics.median(epoch["train_seconds"] + epoch["eval_seconds"]
                                       for epoch in warm)
