@@ -359,6 +359,8 @@ def set_anomaly_threshold(model, train_images, percentile):
     it, in float32, whatever precision trained it.
     """
     policy = keras.mixed_precision.global_policy()
+    if policy.name == "float32":  # the trained model is already the saved one
+        return model.set_anomaly_threshold(train_images, percentile)
     keras.mixed_precision.set_global_policy("float32")
     try:
         saved = models.build_model(model.__class__.__name__.lower(), **model.get_config())
