@@ -114,6 +114,8 @@ def timed_port(model, epochs, train_flags, out_dir):
     Returns `(whole-process seconds, the median seconds of its warm epochs)`:
     an epoch after the first, training and its test evaluation.
     """
+    import run_folder  # Keras is loaded by now (main imports training after the flags)
+
     given, _ = PORT_DATA_FLAGS.parse_known_args(train_flags)
     port_flags = ["--variants", "reference", "--model", model, "--epochs", str(epochs),
                   "--repeats", "1"]
@@ -129,8 +131,8 @@ def timed_port(model, epochs, train_flags, out_dir):
         port_run = train_speed.run_subprocess("reference", port_args)
     except train_speed.RunFailed as error:
         raise RuntimeError(f"the plain port ({epochs} epochs) failed: {error}") from None
-    (out_dir / f"port-{model}-{epochs}epochs-{time.time_ns()}.json").write_text(
-        json.dumps(port_run, indent=1))
+    run_folder.write_json(out_dir / f"port-{model}-{epochs}epochs-{time.time_ns()}.json",
+                          port_run)
     warm = port_run["history"][1:] or port_run["history"]
     epoch_seconds = statistics.median(epoch["train_seconds"] + epoch["eval_seconds"]
                                       for epoch in warm)

@@ -281,7 +281,8 @@ def test_seed_table_trains_each_seed_in_its_own_process_and_tabulates_analysis(
         row["whole_process_seconds"] / result["port"]["estimate_seconds"], abs=1e-4)
     assert result["port"]["estimate_from_epochs_seconds"] == pytest.approx(
         two + port_round["warm_epoch_seconds"] * 98, abs=0.5)
-    port_runs = [json.loads(path.read_text()) for path in sorted(out.glob("port-vae-*epochs-*.json"))]
+    port_runs = [json.loads(path.read_text())
+                 for path in sorted(out.glob("port-vae-*epochs-*.json"))]
     assert sorted(run["epochs"] for run in port_runs) == [1, 2]
     assert all(run["variant"] == "reference" and run["train_images"] == TINY_TRAIN
                and run["test_images"] == TINY_TEST for run in port_runs)

@@ -101,6 +101,20 @@ def test_a_trained_run_keeps_its_training_scores_and_reloads_them(ae_run):
         model.threshold_percentile, abs=0.1)
 
 
+def test_a_float32_runs_threshold_is_the_percentile_of_its_saved_models_training_scores(
+        trained_runs, tiny_npz):
+    # The session's runs train in float32, so training scores them with the trained model
+    # itself (no float32 copy): the scores must still be the saved model's, in inference mode.
+    model = keras.saving.load_model(trained_runs / "ae" / "model.keras")
+    config = json.loads((trained_runs / "ae" / "config.json").read_text())
+    assert config["training"]["precision"] == "float32"
+    dataset = data.load_dataset(tiny_npz)
+    images, _ = data.select_training_images(dataset.x_train, dataset.y_train,
+                                            config["training"]["train_images"])
+    assert model.anomaly_threshold == pytest.approx(
+        np.percentile(model.anomaly_scores(images), model.threshold_percentile), rel=1e-5)
+
+
 # --- detect.py ----------------------------------------------------------------------------------
 
 def test_detect_writes_percentiles_notes_and_maps(ae_run, tmp_path, test_digits, capsys):
