@@ -31,6 +31,8 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
+import settings as run_settings
+
 BUNDLED_MNIST = pathlib.Path(__file__).resolve().parent / "data" / "mnist-20k.npz"
 NPZ_KEYS = ("x_train", "y_train", "x_test", "y_test")
 # The image files that keras.utils.image_dataset_from_directory reads.
@@ -385,7 +387,7 @@ def load_npz(path):
     """Loads and checks an `.npz` in Keras' MNIST layout; raises DataError if it is unusable."""
     path = pathlib.Path(path)
     if not path.is_file():
-        raise DataError(f"data file {path} does not exist: check the path given to --data")
+        raise DataError(run_settings.missing_data_file(path))
     try:
         # Our own file handle, so it is closed even when NumPy fails to read the archive.
         with open(path, "rb") as handle, np.load(handle, allow_pickle=False) as archive:

@@ -116,8 +116,7 @@ def read_config(run_dir):
     """Reads a run folder's config.json; raises RunFolderError if it is missing or broken."""
     run_dir = pathlib.Path(run_dir)
     if not run_dir.is_dir():
-        raise RunFolderError(f"run folder {run_dir} does not exist: train first, "
-                             f"e.g. python train_vae.py --out {run_dir}")
+        raise RunFolderError(run_settings.missing_run_folder(run_dir))
     config_path = run_dir / CONFIG_FILE
     if not config_path.is_file():
         raise RunFolderError(f"run folder {run_dir} has no {CONFIG_FILE}: "

@@ -12,6 +12,7 @@ errors at once: they parse their flags first and import Keras afterwards.
 import argparse
 import dataclasses
 import math
+import pathlib
 
 MODEL_NAMES = {"vae": "variational autoencoder (VAE)", "ae": "vanilla autoencoder (AE)"}
 ORIGINAL_EPOCHS = {"vae": 100, "ae": 40}
@@ -152,6 +153,28 @@ class OneLineParser(argparse.ArgumentParser):
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+    def refuse(self, message):
+        """A bad input that the flags name (a missing file, say): the same line as later checks."""
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+# Checked when the flags are parsed, before Keras loads, so a mistyped path answers at once;
+# data.py and run_folder.py say the same when they meet the path later.
+def missing_data_file(path):
+    return f"data file {path} does not exist: check the path given to --data"
+
+
+def missing_run_folder(run_dir):
+    return (f"run folder {run_dir} does not exist: train first, "
+            f"e.g. python train_vae.py --out {run_dir}")
+
+
+def refuse_missing_paths(parser, run_dir=None, data_path=None):
+    if run_dir is not None and not pathlib.Path(run_dir).is_dir():
+        parser.refuse(missing_run_folder(run_dir))
+    if data_path is not None and not pathlib.Path(data_path).exists():
+        parser.refuse(missing_data_file(data_path))
 
 
 def _integer(text):
@@ -360,6 +383,7 @@ def parse_training_flags(model, argv=None):
     given = vars(parser.parse_args(argv))
     if "data" in given and "dataset" in given:
         parser.error("--data and --dataset both name the images: give one of them")
+    refuse_missing_paths(parser, data_path=given.get("data"))
     recipe = given.pop("recipe", None)
     base = TrainingSettings.defaults_for(model, recipe or "tuned")
     names = set(given) | (set(RECIPES[recipe][model]) if recipe else set())
@@ -455,6 +479,7 @@ def parse_detect_flags(argv=None):
     # Intermixed: INPUTs may follow the flags (INPUT is optional, and plain parsing would
     # give it an empty list at the run folder and refuse the INPUTs after a flag).
     given = vars(parser.parse_intermixed_args(argv))
+    refuse_missing_paths(parser, run_dir=given["run_dir"])
     detect_settings = DetectSettings(**{"inputs": [], **given})
     if detect_settings.calibrate is None:
         for flag, value in (("--anomalous", detect_settings.anomalous),
@@ -492,4 +517,7 @@ def build_analysis_parser():
 
 
 def parse_analysis_flags(argv=None):
-    return AnalysisSettings(**vars(build_analysis_parser().parse_args(argv)))
+    parser = build_analysis_parser()
+    given = vars(parser.parse_args(argv))
+    refuse_missing_paths(parser, run_dir=given["run_dir"], data_path=given.get("data"))
+    return AnalysisSettings(**given)

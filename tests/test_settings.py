@@ -137,10 +137,34 @@ def test_help_is_answered_before_keras_loads(script):
     assert finished.stdout.strip().endswith("NO KERAS"), finished.stdout[-300:]
 
 
-def test_detect_inputs_may_follow_flags_and_calibration_flags_parse():
-    parsed = settings.parse_detect_flags(["run", "--out", "x.csv", "a.png", "b/"])
+@pytest.mark.parametrize("command, message", [
+    (["train_vae.py", "--data", "no/such/file.npz"],
+     "train_vae.py: error: data file no/such/file.npz does not exist: check the path given to --data"),
+    (["train_ae.py", "--data", "no/such/folder"], "data file no/such/folder does not exist"),
+    (["analysis.py", "no/such/run"],
+     "analysis.py: error: run folder no/such/run does not exist: train first"),
+    (["analysis.py", ".", "--data", "no/such/file.npz"], "data file no/such/file.npz"),
+    (["detect.py", "no/such/run", "image.png"], "detect.py: error: run folder no/such/run"),
+])
+def test_a_missing_path_is_refused_before_keras_loads(command, message):
+    # The same one line as data.py's and run_folder.py's later checks, without Keras' start-up.
+    script, *flags = command
+    probe = (f"import runpy, sys; sys.argv = {command!r}\n"
+             f"try:\n    runpy.run_path({script!r}, run_name='__main__')\n"
+             f"except SystemExit as exit_info:\n    print('EXIT', exit_info.code)\n"
+             f"print('KERAS LOADED' if 'keras' in sys.modules else 'NO KERAS')")
+    finished = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True,
+                              text=True, timeout=60, check=False)
+    assert finished.stdout.splitlines() == ["EXIT 2", "NO KERAS"], finished.stdout[-300:]
+    (line,) = finished.stderr.strip().splitlines()
+    assert line.startswith(message) or message in line
+
+
+def test_detect_inputs_may_follow_flags_and_calibration_flags_parse(tmp_path):
+    run = str(tmp_path)  # the run folder must exist; its contents are read later
+    parsed = settings.parse_detect_flags([run, "--out", "x.csv", "a.png", "b/"])
     assert parsed.inputs == ["a.png", "b/"] and parsed.calibrate is None
-    parsed = settings.parse_detect_flags(["run", "--calibrate", "n/", "m.npz",
+    parsed = settings.parse_detect_flags([run, "--calibrate", "n/", "m.npz",
                                           "--target-false-positive-rate", "0.01"])
     assert parsed.inputs == [] and parsed.calibrate == ["n/", "m.npz"]
     assert parsed.target_false_positive_rate == 0.01
