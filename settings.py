@@ -479,7 +479,6 @@ def parse_detect_flags(argv=None):
     # Intermixed: INPUTs may follow the flags (INPUT is optional, and plain parsing would
     # give it an empty list at the run folder and refuse the INPUTs after a flag).
     given = vars(parser.parse_intermixed_args(argv))
-    refuse_missing_paths(parser, run_dir=given["run_dir"])
     detect_settings = DetectSettings(**{"inputs": [], **given})
     if detect_settings.calibrate is None:
         for flag, value in (("--anomalous", detect_settings.anomalous),
@@ -494,6 +493,7 @@ def parse_detect_flags(argv=None):
     elif detect_settings.anomalous is None and detect_settings.target_false_positive_rate is None:
         parser.error("the best F1 needs anomalous examples: give --anomalous ANOMALOUS..., or "
                      "choose by the normal examples alone with --target-false-positive-rate R")
+    refuse_missing_paths(parser, run_dir=detect_settings.run_dir)  # after the flags' own errors
     return detect_settings
 
 

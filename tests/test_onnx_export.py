@@ -110,9 +110,11 @@ def test_the_onnx_model_gives_the_runs_scores_and_maps_and_keeps_its_threshold(
 
 
 @pytest.mark.parametrize("bad", ["missing/detector.onnx", "."])
-def test_export_refuses_a_path_it_cannot_write_in_one_line(bad, tmp_path, capsys, monkeypatch):
+def test_export_refuses_a_path_it_cannot_write_in_one_line(bad, tmp_path, tmp_path_factory,
+                                                          capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    assert detect.main([str(tmp_path / "no-run"), "--export", bad]) == 2
+    run_dir = tmp_path_factory.mktemp("empty-run")  # it exists; the export path is refused first
+    assert detect.main([str(run_dir), "--export", bad]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("detect.py: error:") and bad in err[0]
     assert list(tmp_path.iterdir()) == []
