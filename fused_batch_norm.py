@@ -12,6 +12,10 @@ convolution. TensorFlow's `FusedBatchNormV3` does the forward pass in one
 kernel and the backward pass in another, and takes bfloat16 feature maps
 directly while keeping the statistics in float32. (JAX needs no such layer:
 its XLA compiler fuses Keras' ops itself.)
+
+In inference, the kernel pays only in bfloat16. In float32, Keras' separate ops
+evaluate faster (TensorFlow's graph optimizer folds them into a scale and a
+shift), so the layer runs those there: docs/performance.md has the figures.
 """
 
 import keras
@@ -54,8 +58,15 @@ class BatchNormalization(layers.BatchNormalization):
                 and self.scale and not self.renorm and not self.synchronized
                 and self.epsilon >= 1.001e-5)
 
-    def call(self, inputs, training=None, mask=None):
+    def _uses_fused_kernel(self, inputs, training, mask):
+        """Whether this call runs the fused kernel: always in training, and in inference only
+        on bfloat16 feature maps (see the module's docstring)."""
         if not self._fused_kernel_applies(inputs, mask):
+            return False
+        return bool(training and self.trainable) or inputs.dtype == tf.bfloat16
+
+    def call(self, inputs, training=None, mask=None):
+        if not self._uses_fused_kernel(inputs, training, mask):
             return super().call(inputs, training=training, mask=mask)
         features = inputs  # (batch, height, width, channels)
         if features.dtype not in (tf.float32, tf.bfloat16):

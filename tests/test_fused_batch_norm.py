@@ -86,3 +86,23 @@ def test_the_batch_norm_option_picks_the_layer(batch_norm, expected):
     encoder = models.build_encoder(batch_norm=batch_norm)
     norms = [layer for layer in encoder.layers if isinstance(layer, keras.layers.BatchNormalization)]
     assert len(norms) == 4 and all(type(layer) is expected for layer in norms)
+
+
+def _op_types(layer, features, training):
+    """The TensorFlow op types of one traced call of `layer`."""
+    import tensorflow as tf
+
+    traced = tf.function(lambda batch: layer(batch, training=training))
+    return {op.type for op in traced.get_concrete_function(features).graph.get_operations()}
+
+
+@pytest.mark.parametrize("dtype, training, fused", [
+    ("float32", True, True), ("float32", False, False),
+    ("mixed_bfloat16", True, True), ("mixed_bfloat16", False, True)])
+def test_the_fused_kernel_runs_in_training_and_in_bfloat16_inference(dtype, training, fused):
+    # In float32 inference Keras' own ops, which TensorFlow folds into a scale and a shift,
+    # evaluate faster than the fused kernel; in training and in bfloat16 the kernel is faster.
+    layer = fused_batch_norm.BatchNormalization(dtype=dtype)
+    features = keras.ops.cast(np.ones((2, 4, 4, 3), "float32"), layer.compute_dtype)
+    layer.build(features.shape)
+    assert ("FusedBatchNormV3" in _op_types(layer, features, training)) == fused
