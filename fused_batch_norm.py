@@ -14,8 +14,8 @@ directly while keeping the statistics in float32. (JAX needs no such layer:
 its XLA compiler fuses Keras' ops itself.)
 
 In inference, the kernel pays only in bfloat16. In float32, Keras' separate ops
-evaluate faster (TensorFlow's graph optimizer folds them into a scale and a
-shift), so the layer runs those there: docs/performance.md has the figures.
+evaluated faster on every CPU measured, so the layer runs those there:
+docs/performance.md has the figures.
 """
 
 import keras

@@ -100,8 +100,8 @@ def _op_types(layer, features, training):
     ("float32", True, True), ("float32", False, False),
     ("mixed_bfloat16", True, True), ("mixed_bfloat16", False, True)])
 def test_the_fused_kernel_runs_in_training_and_in_bfloat16_inference(dtype, training, fused):
-    # In float32 inference Keras' own ops, which TensorFlow folds into a scale and a shift,
-    # evaluate faster than the fused kernel; in training and in bfloat16 the kernel is faster.
+    # In float32 inference Keras' own ops evaluate faster than the fused kernel; in training
+    # and in bfloat16 the kernel is faster (docs/performance.md).
     layer = fused_batch_norm.BatchNormalization(dtype=dtype)
     features = keras.ops.cast(np.ones((2, 4, 4, 3), "float32"), layer.compute_dtype)
     layer.build(features.shape)
