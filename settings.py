@@ -33,6 +33,11 @@ RECIPES = {
     "original": {model: {"epochs": epochs, **_ORIGINAL} for model, epochs in ORIGINAL_EPOCHS.items()},
 }
 DEFAULT_EPOCHS = {model: recipe["epochs"] for model, recipe in RECIPES["tuned"].items()}
+# The tuned VAE's epochs where its dtype policy is mixed_bfloat16 (on a CPU with bfloat16
+# instructions, or a GPU of compute capability 8 or more): on an Intel Xeon with AMX, 2 of 5
+# seeds missed the original's test loss in 25 epochs and none in 35 (docs/performance.md).
+BFLOAT16_POLICY = "mixed_bfloat16"
+BFLOAT16_EPOCHS = {"vae": 35}
 # Stored settings from versions that predate a field take the value those versions used.
 LEGACY_VALUES = {"warmup_epochs": 0, "upsampling": "transpose", "test_every": 1,
                  "anomaly_score": "mse"}
@@ -291,8 +296,10 @@ def build_training_parser(model):
                              f"convolutions, the test set after every epoch). Flags given "
                              f"beside it win (default: tuned)")
     parser.add_argument("--epochs", type=positive_int,
-                        help=f"training epochs (default: {defaults.epochs}; --recipe original: "
-                             f"{original.epochs})")
+                        help=f"training epochs (default: {defaults.epochs}"
+                             + (f", or {BFLOAT16_EPOCHS[model]} where --precision is or picks "
+                                f"{BFLOAT16_POLICY}" if model in BFLOAT16_EPOCHS else "")
+                             + f"; --recipe original: {original.epochs})")
     parser.add_argument("--batch-size", type=positive_int,
                         help=f"images per step (default: {defaults.batch_size}; --recipe "
                              f"original: {original.batch_size})")
@@ -387,7 +394,22 @@ def parse_training_flags(model, argv=None):
     recipe = given.pop("recipe", None)
     base = TrainingSettings.defaults_for(model, recipe or "tuned")
     names = set(given) | (set(RECIPES[recipe][model]) if recipe else set())
+    if recipe == "tuned":  # the default's epochs, which follow the dtype policy
+        names -= {"epochs"} - set(given)
     return dataclasses.replace(base, **given), names
+
+
+def epochs_for_policy(settings, policy, given):
+    """`settings` with the default run's epochs for the dtype `policy` that trains it.
+
+    Where neither --epochs nor --recipe original chose the epochs and the policy
+    is mixed_bfloat16, the tuned VAE trains `BFLOAT16_EPOCHS`. A resumed run keeps
+    the epochs it stored.
+    """
+    if (settings.resume or "epochs" in given or policy != BFLOAT16_POLICY
+            or settings.model not in BFLOAT16_EPOCHS):
+        return settings
+    return dataclasses.replace(settings, epochs=BFLOAT16_EPOCHS[settings.model])
 
 
 def resumed_settings(saved, command_line, given):

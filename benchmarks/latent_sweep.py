@@ -60,7 +60,8 @@ def build_parser():
                         help="the latent sizes to train at")
     parser.add_argument("--epochs", type=settings.positive_int, default=None,
                         help="epochs of every run (default: each model's default run's, "
-                             f"VAE {defaults['vae'].epochs}, AE {defaults['ae'].epochs})")
+                             f"VAE {defaults['vae'].epochs} or {settings.BFLOAT16_EPOCHS['vae']} in "
+                             f"{settings.BFLOAT16_POLICY}, AE {defaults['ae'].epochs})")
     parser.add_argument("--seed", type=int, default=defaults["vae"].seed,
                         help="seed of weights, shuffling and sampling")
     parser.add_argument("--data", default=None,
@@ -171,7 +172,9 @@ def run(args):
     for latent_dim in latent_dims:
         for model in MODELS:
             keras.backend.clear_session()  # each run builds its model afresh
-            run_dir = training.train(run_settings(model, latent_dim, args))
+            # Without --epochs, each run takes its default run's epochs for its dtype policy.
+            run_dir = training.train(run_settings(model, latent_dim, args),
+                                     given={"epochs"} if args.epochs is not None else set())
             runs.append(score_run(run_dir, dataset.x_test))
             print(f"[{len(runs)}/{total}] {model.upper()} latent {latent_dim}: test MSE "
                   f"{runs[-1]['test_mse']:.4f}, test loss {runs[-1]['test_loss']:.4g} "

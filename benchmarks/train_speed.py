@@ -376,7 +376,7 @@ def _train_project(args, keras, clock_class):
             reconstruction_weight=RECONSTRUCTION_WEIGHT, seed=args.seed,
             precision=args.precision, out=str(pathlib.Path(out_dir) / args.model), verbose=0)
         try:
-            training.train(run_settings, callbacks=[clock])
+            training.train(run_settings, given={"epochs"}, callbacks=[clock])
         except training.USER_ERRORS as error:
             raise SystemExit(f"{PROG}: error: train_{args.model}.py's training failed: "
                              f"{error}") from None

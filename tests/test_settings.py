@@ -82,6 +82,47 @@ def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win
     assert given == set()
 
 
+@pytest.mark.parametrize("argv, model, policy, epochs", [
+    ([], "vae", "mixed_bfloat16", settings.BFLOAT16_EPOCHS["vae"]),
+    (["--recipe", "tuned"], "vae", "mixed_bfloat16", settings.BFLOAT16_EPOCHS["vae"]),
+    ([], "vae", "float32", settings.DEFAULT_EPOCHS["vae"]),
+    ([], "vae", "mixed_float16", settings.DEFAULT_EPOCHS["vae"]),
+    ([], "ae", "mixed_bfloat16", settings.DEFAULT_EPOCHS["ae"]),
+    (["--epochs", "7"], "vae", "mixed_bfloat16", 7),
+    (["--epochs", "25"], "vae", "mixed_bfloat16", 25),
+    (["--recipe", "tuned", "--epochs", "7"], "vae", "mixed_bfloat16", 7),
+    (["--recipe", "original"], "vae", "mixed_bfloat16", settings.ORIGINAL_EPOCHS["vae"]),
+    (["--resume"], "vae", "mixed_bfloat16", settings.DEFAULT_EPOCHS["vae"]),
+])
+def test_the_default_vae_trains_longer_in_bfloat16_unless_the_epochs_were_chosen(
+        argv, model, policy, epochs):
+    parsed, given = settings.parse_training_flags(model, argv)
+    assert settings.epochs_for_policy(parsed, policy, given).epochs == epochs
+
+
+def test_a_default_run_in_bfloat16_trains_the_bfloat16_epochs(tiny_npz, tmp_path):
+    import keras
+
+    import training
+
+    class StopAtOnce(keras.callbacks.Callback):
+        """Records the epochs that fit was asked for, and stops after one step."""
+
+        def on_train_begin(self, logs=None):
+            self.epochs = self.params["epochs"]
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.model.stop_training = True
+
+    stop = StopAtOnce()
+    run_settings, given = settings.parse_training_flags("vae", [
+        "--data", str(tiny_npz), "--train-limit", "64", "--precision", "mixed_bfloat16",
+        "--verbose", "0", "--out", str(tmp_path / "run")])
+    with pytest.raises(training.TrainingStopped):  # stopped before its last epoch
+        training.train(run_settings, given, callbacks=[stop])
+    assert stop.epochs == settings.BFLOAT16_EPOCHS["vae"]
+
+
 def test_stored_settings_without_the_later_fields_take_the_values_of_their_time():
     # A run from before --upsampling, --warmup-epochs and --test-every trained the original way.
     stored = settings.TrainingSettings.defaults_for("vae", "original").to_dict()
