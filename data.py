@@ -1,5 +1,9 @@
 """Images in, checked: float32 in [0, 1], shape (N, height, width, channels), channels 1 or 3.
 
+With `keep_uint8=True` (as training loads them), 8-bit images that need no
+resizing and no conversion to grayscale stay uint8 pixels 0..255: a quarter of
+the memory, divided by 255 by the models batch by batch (`models.unit_range`).
+
 Sources, by what `--data` and `--dataset` name:
   1. a folder of image files (PNG, JPEG, BMP, GIF), read with Pillow, in one of the
      layouts that `keras.utils.image_dataset_from_directory` reads:
@@ -61,7 +65,8 @@ class DataError(ValueError):
 class Dataset:
     """A training and a test set.
 
-    Images are float32 in [0, 1] of shape (N, height, width, channels). Labels
+    Images are float32 in [0, 1] (or uint8 pixels 0..255, loaded with `keep_uint8`)
+    of shape (N, height, width, channels). Labels
     are int64 of shape (N,), indices into `class_names`; both are None for
     unlabelled images.
 
@@ -107,11 +112,12 @@ class Dataset:
 
 # --- Checking arrays ---------------------------------------------------------------------------
 
-def prepare_images(images, name="images"):
+def prepare_images(images, name="images", keep_uint8=False):
     """Checks images and returns them as float32 in [0, 1] with shape (N, H, W, C), C 1 or 3.
 
-    Integer images must lie in 0..255 and are divided by 255; float images must
-    already lie in [0, 1]. (N, H, W) gets a channel axis.
+    Integer images must lie in 0..255 and are divided by 255 (or, with
+    `keep_uint8`, returned as uint8); float images must already lie in [0, 1].
+    (N, H, W) gets a channel axis.
 
     Raises:
         DataError: on an empty set, a wrong shape, a non-numeric dtype, NaN or
@@ -130,7 +136,7 @@ def prepare_images(images, name="images"):
         if images.min() < 0 or images.max() > 255:
             raise DataError(f"{name} have integer pixels from {images.min()} to {images.max()}, "
                             f"outside 0..255: store them as uint8")
-        images = images.astype(np.float32) / 255.0
+        images = images.astype(np.uint8) if keep_uint8 else as_floats(images)
     elif np.issubdtype(images.dtype, np.floating):
         if not np.all(np.isfinite(images)):
             raise DataError(f"{name} contain NaN or infinite pixels: clean or drop those images")
@@ -160,11 +166,19 @@ def prepare_labels(labels, num_images, name="labels", num_classes=10):
     return labels.astype(np.int64)
 
 
+def as_floats(pixels):
+    """uint8 (or other integer) pixels 0..255 as float32 in [0, 1]; float images as they are."""
+    if np.issubdtype(pixels.dtype, np.integer):
+        return pixels.astype(np.float32) / 255.0
+    return pixels
+
+
 def convert_channels(images, color_mode):
-    """(N, H, W, C) float images as grayscale (luma) or RGB (gray repeated); "auto" keeps them."""
+    """(N, H, W, C) images as grayscale (luma, float32) or RGB (gray repeated); "auto" keeps
+    them."""
     channels = images.shape[-1]
     if color_mode == "grayscale" and channels == 3:
-        return (images @ LUMA_WEIGHTS)[..., np.newaxis].astype("float32")
+        return (as_floats(images) @ LUMA_WEIGHTS)[..., np.newaxis].astype("float32")
     if color_mode == "rgb" and channels == 1:
         return np.repeat(images, 3, axis=-1)
     return images
@@ -174,7 +188,7 @@ def resize_images(images, image_size):
     """(N, H, W, C) images bilinearly resized (with antialiasing) to `image_size` (H, W)."""
     if image_size is None or tuple(images.shape[1:3]) == tuple(image_size):
         return images
-    resized = keras.ops.image.resize(images, tuple(image_size), interpolation="bilinear",
+    resized = keras.ops.image.resize(as_floats(images), tuple(image_size), interpolation="bilinear",
                                      antialias=True, data_format="channels_last")
     return np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0).astype("float32")
 
@@ -264,8 +278,11 @@ def read_image(path):
     return pixels, has_colour
 
 
-def stack_images(pixel_arrays, image_size, color_mode, where):
+def stack_images(pixel_arrays, image_size, color_mode, where, keep_uint8=False):
     """Uint8 images of possibly mixed sizes and channels as one float32 (N, H, W, C) array.
+
+    With `keep_uint8`, as one uint8 array where no image needs resizing or
+    conversion to grayscale.
 
     Raises:
         DataError: if the sizes differ and `image_size` is None.
@@ -278,14 +295,19 @@ def stack_images(pixel_arrays, image_size, color_mode, where):
     channels = 3 if color_mode == "rgb" or (
         color_mode == "auto" and any(pixels.shape[-1] == 3 for pixels in pixel_arrays)) else 1
     target = tuple(image_size) if image_size else sizes[0]
-    stacked = np.empty((len(pixel_arrays), *target, channels), dtype="float32")
+    keep_uint8 = keep_uint8 and sizes == [target] and not (
+        channels == 1 and any(pixels.shape[-1] == 3 for pixels in pixel_arrays))
+    stacked = np.empty((len(pixel_arrays), *target, channels),
+                       dtype="uint8" if keep_uint8 else "float32")
     # Resize each group of one size in one batched call.
     for size in sizes:
         indices = [index for index, pixels in enumerate(pixel_arrays) if pixels.shape[:2] == size]
         for image_channels in (1, 3):
             group = [index for index in indices if pixel_arrays[index].shape[-1] == image_channels]
             if group:
-                images = np.stack([pixel_arrays[index] for index in group]).astype("float32") / 255
+                images = np.stack([pixel_arrays[index] for index in group])
+                if not keep_uint8:
+                    images = as_floats(images)
                 stacked[group] = resize_images(convert_channels(
                     images, "rgb" if channels == 3 else "grayscale"), target)
     return stacked
@@ -322,7 +344,8 @@ def read_tree(folder):
     return files, names
 
 
-def load_image_folder(folder, image_size=None, color_mode="auto", validation_split=0.1, seed=0):
+def load_image_folder(folder, image_size=None, color_mode="auto", validation_split=0.1, seed=0,
+                      keep_uint8=False):
     """A `Dataset` from a folder of images in one of the layouts in this module's docstring.
 
     Raises:
@@ -347,7 +370,7 @@ def load_image_folder(folder, image_size=None, color_mode="auto", validation_spl
         test_files, test_names = [], ([] if train_names is not None else None)
         source = f"image folder {folder} ({validation_split:g} held out as the test set)"
     pixel_arrays = read_image_files(train_files + test_files, folder)
-    images = stack_images(pixel_arrays, image_size, color_mode, folder)
+    images = stack_images(pixel_arrays, image_size, color_mode, folder, keep_uint8)
     class_names = sorted(set(train_names) | set(test_names)) if train_names is not None else None
     class_index = {name: index for index, name in enumerate(class_names or [])}
     labels = (np.array([class_index[name] for name in train_names + test_names], "int64")
@@ -406,11 +429,11 @@ def load_npz(path):
     return arrays
 
 
-def check_arrays(arrays, source, class_names=None):
+def check_arrays(arrays, source, class_names=None, keep_uint8=False):
     """Turns raw arrays in Keras' layout into a checked `Dataset`."""
     class_names = arrays.get("class_names") or class_names or DIGIT_NAMES
-    x_train = prepare_images(arrays["x_train"], "training images (x_train)")
-    x_test = prepare_images(arrays["x_test"], "test images (x_test)")
+    x_train = prepare_images(arrays["x_train"], "training images (x_train)", keep_uint8)
+    x_test = prepare_images(arrays["x_test"], "test images (x_test)", keep_uint8)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise DataError(f"training images are {x_train.shape[1:]} but test images are "
                         f"{x_test.shape[1:]}: give both sets one size and channel count")
@@ -444,25 +467,30 @@ def load_keras_dataset(name):
 
 
 def load_dataset(path=None, dataset="mnist", image_size=None, color_mode="auto",
-                 validation_split=0.1, seed=0):
+                 validation_split=0.1, seed=0, keep_uint8=False):
     """Loads the images that `--data` (a folder or an .npz) or `--dataset` names.
 
     MNIST comes from Keras, else from the bundled 20k subset (offline).
     `image_size` (H, W) resizes the images; `color_mode` converts their channels.
+    `keep_uint8` keeps 8-bit images that neither changes as uint8 (see the module's
+    docstring).
     """
     if path is not None and pathlib.Path(path).is_dir():
-        return load_image_folder(path, image_size, color_mode, validation_split, seed)
+        return load_image_folder(path, image_size, color_mode, validation_split, seed,
+                                 keep_uint8)
     if path is not None:
-        loaded = check_arrays(load_npz(path), str(path))
+        loaded = check_arrays(load_npz(path), str(path), keep_uint8=keep_uint8)
     elif dataset == "mnist":
         try:
-            loaded = check_arrays(load_keras_dataset("mnist"), "Keras MNIST (keras.datasets.mnist)")
+            loaded = check_arrays(load_keras_dataset("mnist"), "Keras MNIST (keras.datasets.mnist)",
+                                  keep_uint8=keep_uint8)
         except DataError:
             loaded = check_arrays(load_npz(BUNDLED_MNIST), f"bundled {BUNDLED_MNIST.name} "
-                                                           f"(Keras MNIST unavailable offline)")
+                                                           f"(Keras MNIST unavailable offline)",
+                                  keep_uint8=keep_uint8)
     elif dataset in KERAS_DATASETS:
         loaded = check_arrays(load_keras_dataset(dataset), f"Keras {dataset}",
-                              KERAS_DATASETS[dataset])
+                              KERAS_DATASETS[dataset], keep_uint8)
     else:
         raise DataError(f"--dataset {dataset} is unknown: give one of {', '.join(KERAS_DATASETS)}")
     for name in ("x_train", "x_test"):

@@ -24,6 +24,10 @@ optimizer:
     model.compile(optimizer="adam")
     model.fit(images, epochs=2)          # or model.fit(images, images)
 
+Images are float in [0, 1], or uint8 pixels 0..255, which the models divide by
+255 themselves, batch by batch: training holds its images as uint8, a quarter
+of the memory of float32.
+
 The module reads top-down: the layers the architecture needs, the encoder and
 decoder builders, then the two models. It is written with `keras.ops` and
 `keras.random`, so it runs under TensorFlow, JAX and PyTorch; the one
@@ -63,6 +67,30 @@ ANOMALY_MAPS = {"mse": losses.squared_error_map, "relative": losses.relative_squ
 SCORE_PERCENTILES = np.linspace(0.0, 100.0, 1001)
 # Images of the batch-norm pass after training (see recompute_batch_norm_statistics).
 BATCH_NORM_IMAGES = 2048
+# Images scored per predict call, so that uint8 images are converted to float32 a chunk at a
+# time (see _Autoencoder.anomaly_scores).
+SCORING_CHUNK = 8192
+
+
+# Each uint8 pixel value as float32 in [0, 1], divided as NumPy divides. Looked up, not divided
+# in the graph, where TensorFlow may turn the division into a multiplication by 1/255, which
+# rounds a few values differently from the float32 images that analysis.py and detect.py score.
+PIXEL_VALUES = np.arange(256, dtype=np.float32) / np.float32(255.0)
+
+
+def unit_range(images):
+    """A batch in the graph as float32 in [0, 1]: uint8 pixels divided by 255, floats as given."""
+    if keras.backend.standardize_dtype(images.dtype) == "uint8":
+        return ops.take(PIXEL_VALUES, ops.cast(images, "int32"))
+    return images
+
+
+def unit_floats(images):
+    """A NumPy array as float32 in [0, 1]: uint8 pixels divided by 255, floats as given."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images.astype(np.float32) / 255.0
+    return images.astype(np.float32, copy=False)
 
 
 def score_quantiles(scores):
@@ -323,11 +351,11 @@ class _Autoencoder(keras.Model):
         """Latent codes of `images` in one batched predict: the means for the VAE.
 
         Args:
-            images: shape `(N, *image_shape)`, values in [0, 1].
+            images: shape `(N, *image_shape)`, values in [0, 1] (or uint8 pixels).
         Returns:
             A NumPy array of shape `(N, latent_dim)`.
         """
-        codes = _predict(self.encoder, images, batch_size)
+        codes = _predict(self.encoder, unit_floats(images), batch_size)
         return codes[0] if self.variational else codes
 
     def decode(self, latents, batch_size=256):
@@ -366,16 +394,23 @@ class _Autoencoder(keras.Model):
             for batch_index, start in enumerate(range(0, len(order), batch_size)):
                 for layer in norms:
                     layer.momentum = batch_index / (batch_index + 1)
-                batch = np.asarray(images[order[start:start + batch_size]], dtype="float32")
+                batch = unit_floats(images[order[start:start + batch_size]])
                 self(batch, training=True)
         finally:
             for layer, momentum in zip(norms, momenta):
                 layer.momentum = momentum
 
     def _reconstruction_scores(self, score, images, batch_size):
-        """`score(images, reconstructions)` of the deterministic reconstructions, shape (N,)."""
-        images = np.asarray(images, dtype="float32")
-        return keras.ops.convert_to_numpy(score(images, self.reconstruct(images, batch_size)))
+        """`score(images, reconstructions)` of the deterministic reconstructions, shape (N,).
+
+        Chunk by chunk, so that only a chunk of uint8 images is ever held as float32.
+        """
+        scores = []
+        for start in range(0, len(images), SCORING_CHUNK):
+            chunk = unit_floats(images[start:start + SCORING_CHUNK])
+            scores.append(keras.ops.convert_to_numpy(
+                score(chunk, self.reconstruct(chunk, batch_size))))
+        return np.concatenate(scores) if scores else np.zeros((0,), "float32")
 
     def reconstruction_errors(self, images, batch_size=256):
         """Each image's MSE of its deterministic reconstruction, shape (N,)."""
@@ -396,7 +431,7 @@ class _Autoencoder(keras.Model):
         The per-pixel terms of `anomaly_scores` (see `ANOMALY_MAPS`): each map
         sums over H and W to the image's score.
         """
-        images = np.asarray(images, dtype="float32")
+        images = unit_floats(images)
         return keras.ops.convert_to_numpy(
             ANOMALY_MAPS[self.anomaly_score](images, self.reconstruct(images, batch_size)))
 
@@ -468,6 +503,7 @@ class VAE(_Autoencoder):
         return {**super().get_config(), "reconstruction_weight": self.reconstruction_weight}
 
     def call(self, images, training=False):
+        images = unit_range(images)
         z_mean, z_log_var, z = self.encoder(images, training=training)  # each (batch, latent_dim)
         # Keras calls compute_loss right after this forward pass, in the same traced
         # step, with only the reconstructions; the KL needs the statistics too.
@@ -475,7 +511,7 @@ class VAE(_Autoencoder):
         return self.decoder(z, training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        images = x if y is None else y
+        images = unit_range(x if y is None else y)
         z_mean, z_log_var = self._latent_statistics
         self._latent_statistics = None
         per_image = losses.vae_loss(images, y_pred, z_mean, z_log_var,
@@ -513,10 +549,11 @@ class AE(_Autoencoder):
     variational = False
 
     def call(self, images, training=False):
+        images = unit_range(images)
         return self.decoder(self.encoder(images, training=training), training=training)
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        images = x if y is None else y
+        images = unit_range(x if y is None else y)
         per_image = losses.reconstruction_mse(images, y_pred)  # (batch,)
         self.mse_tracker.update_state(per_image)
         return self._mean_over_batch(per_image, sample_weight)

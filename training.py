@@ -160,7 +160,7 @@ class ShuffledImageStream(keras.utils.PyDataset):
     which stalled about half the epochs by about 5 s on a 2-core CPU.
 
     Args:
-        images: float32 array, shape (N, height, width, channels).
+        images: float32 array in [0, 1] or uint8 pixels, shape (N, height, width, channels).
         batch_size: images per batch (the global batch, over all processes).
         seed: the run's seed.
         first_epoch: the epoch (0-based) that the stream starts with.
@@ -288,7 +288,7 @@ class ImageBatches(keras.utils.PyDataset):
     at the end of each evaluation under TensorFlow.
 
     Args:
-        images: float32 array, shape (N, height, width, channels).
+        images: float32 array in [0, 1] or uint8 pixels, shape (N, height, width, channels).
         batch_size: images per batch; the last batch may be smaller.
         role: a `scale_out.ProcessRole`; each batch holds only this process's share.
     """
@@ -331,9 +331,13 @@ def build_model(settings, image_shape=models.IMAGE_SHAPE):
 
 
 def load_data(settings):
-    """The data set that `settings` name, checked against what the model can take."""
+    """The data set that `settings` name, checked against what the model can take.
+
+    8-bit images stay uint8 in memory; the model divides each batch by 255.
+    """
     dataset = data.load_dataset(settings.data, settings.dataset, settings.image_size,
-                                settings.color_mode, settings.validation_split, settings.seed)
+                                settings.color_mode, settings.validation_split, settings.seed,
+                                keep_uint8=True)
     data.check_image_size(dataset.image_shape, models.image_size_multiple())
     return dataset
 

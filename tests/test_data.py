@@ -51,6 +51,16 @@ def test_load_dataset_reads_a_keras_layout_npz(tiny_npz):
     assert "256 training and 128 test images" in dataset.describe()
 
 
+def test_an_npz_of_uint8_images_loads_as_uint8_for_training(tiny_npz):
+    floats = data.load_dataset(tiny_npz)
+    held = data.load_dataset(tiny_npz, keep_uint8=True)
+    assert held.x_train.dtype == np.uint8 and held.x_test.dtype == np.uint8
+    assert held.x_train.nbytes * 4 == floats.x_train.nbytes
+    np.testing.assert_array_equal(held.x_train.astype("float32") / 255.0, floats.x_train)
+    # Float images cannot become uint8 without rounding: they stay float32.
+    assert data.prepare_images(floats.x_test, keep_uint8=True).dtype == np.float32
+
+
 def test_missing_key_truncated_and_absent_files_are_refused(tmp_path, mnist_arrays):
     with pytest.raises(data.DataError, match="does not exist"):
         data.load_dataset(tmp_path / "nowhere.npz")

@@ -174,6 +174,45 @@ def test_the_notebook_habit_trains_the_whole_loss(kind, with_targets, mnist_arra
     assert trained_error < 0.7 * untrained_error
 
 
+@pytest.mark.parametrize("kind", ["vae", "ae"])
+def test_uint8_pixels_give_what_their_floats_give(kind, mnist_arrays):
+    # Training holds its images as uint8; the model divides each batch by 255 itself.
+    pixels = mnist_arrays["x_test"][:40, ..., np.newaxis]  # uint8, (40, 28, 28, 1)
+    floats = pixels.astype("float32") / 255.0
+    model = training.compile_model(models.build_model(kind, seed=0), 5e-4)
+    # The VAE's forward pass samples: each pair of calls draws the same noise.
+    noise_states = [layer.seed_generator.state for layer in model.encoder.layers
+                    if isinstance(layer, models.Sampling)]
+    noise_at_start = [state.numpy() for state in noise_states]
+
+    def draw_the_same_noise_again():
+        for state, value in zip(noise_states, noise_at_start):
+            state.assign(value)
+
+    model.recompute_batch_norm_statistics(pixels, batch_size=16)
+    statistics = [weight.numpy() for weight in model.weights]
+    draw_the_same_noise_again()
+    model.recompute_batch_norm_statistics(floats, batch_size=16)
+    for before, after in zip(statistics, model.weights):
+        np.testing.assert_allclose(before, after.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(model.anomaly_scores(pixels), model.anomaly_scores(floats),
+                               rtol=1e-5)
+    np.testing.assert_allclose(model.anomaly_maps(pixels), model.anomaly_maps(floats),
+                               rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(model.encode(pixels), model.encode(floats), rtol=1e-5, atol=1e-6)
+    draw_the_same_noise_again()
+    pixel_outputs = model.predict(pixels, verbose=0)
+    draw_the_same_noise_again()
+    # To the bit, in the compiled graph too: training on uint8 trains as on the floats.
+    np.testing.assert_array_equal(pixel_outputs, model.predict(floats, verbose=0))
+    # The loss's target too (compute_loss), not only the forward pass.
+    draw_the_same_noise_again()
+    pixel_loss = model.evaluate(pixels, pixels, batch_size=20, verbose=0, return_dict=True)
+    draw_the_same_noise_again()
+    float_loss = model.evaluate(floats, floats, batch_size=20, verbose=0, return_dict=True)
+    assert pixel_loss == float_loss
+
+
 def test_vae_loss_is_the_weighted_mse_plus_kl_of_losses_py():
     images = np.random.default_rng(0).random((8, 28, 28, 1)).astype("float32")
     for weight in (1000.0, 0.0):

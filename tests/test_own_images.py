@@ -15,6 +15,7 @@ from sklearn.datasets import load_digits
 import analysis
 import data
 import detect
+import models
 import plots
 import run_folder
 import training
@@ -91,6 +92,24 @@ def test_one_tree_is_split_by_a_seeded_fraction_and_keeps_its_colour(folders):
     gray = data.load_dataset(folders / "rgb32", color_mode="grayscale", validation_split=0.25)
     assert gray.image_shape == (32, 32, 1)
     np.testing.assert_allclose(gray.x_test[..., 0], first.x_test @ data.LUMA_WEIGHTS, atol=1e-5)
+
+
+@pytest.mark.parametrize("folder, options, stays_uint8", [
+    ("gray8", {}, True),
+    ("rgb32", {}, True),
+    ("gray8", {"color_mode": "rgb"}, True),        # gray repeated: still the file's pixels
+    ("rgb32", {"color_mode": "grayscale"}, False),  # luma is not a whole number
+    ("gray8", {"image_size": (16, 16)}, False),     # resized pixels are not whole numbers
+])
+def test_training_keeps_8_bit_images_as_uint8_where_nothing_changes_them(
+        folders, folder, options, stays_uint8):
+    floats = data.load_dataset(folders / folder, **options)
+    held = data.load_dataset(folders / folder, keep_uint8=True, **options)
+    assert held.x_train.dtype == (np.uint8 if stays_uint8 else np.float32)
+    assert floats.x_train.dtype == np.float32
+    # The same images, to the bit, once divided by 255 as the models do.
+    np.testing.assert_array_equal(models.unit_floats(held.x_train), floats.x_train)
+    np.testing.assert_array_equal(models.unit_floats(held.x_test), floats.x_test)
 
 
 def test_mixed_sizes_need_image_size_and_odd_sizes_name_the_nearest(tmp_path, digits):
