@@ -263,7 +263,8 @@ def as_fit_data(batches):
             lambda order: tf.data.Dataset.from_tensor_slices(order).batch(batches.share_size))
     else:
         indices = tf.data.Dataset.from_tensor_slices(batches.indices()).batch(batches.share_size)
-    dataset = indices.map(lambda index: _pair(tf.gather(images, index)))
+    # uint8 images become float32 here, on the pipeline's thread, ahead of the training step.
+    dataset = indices.map(lambda index: _pair(models.unit_range(tf.gather(images, index))))
     options = tf.data.Options()
     options.autotune.enabled = False
     return dataset.prefetch(2).with_options(options)
