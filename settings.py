@@ -33,11 +33,12 @@ RECIPES = {
     "original": {model: {"epochs": epochs, **_ORIGINAL} for model, epochs in ORIGINAL_EPOCHS.items()},
 }
 DEFAULT_EPOCHS = {model: recipe["epochs"] for model, recipe in RECIPES["tuned"].items()}
-# The tuned VAE's epochs where its dtype policy is mixed_bfloat16 (on a CPU with bfloat16
-# instructions, or a GPU of compute capability 8 or more): on an Intel Xeon with AMX, 2 of 5
-# seeds missed the original's test loss in 25 epochs and none in 35 (docs/performance.md).
+# The tuned recipe's epochs where the dtype policy is mixed_bfloat16 (on a CPU with bfloat16
+# instructions, or a GPU of compute capability 8 or more), whose noisier arithmetic needs more
+# of them. On an Intel Xeon with AMX (docs/performance.md), seeds 0 to 4 that missed the
+# original's figures: VAE 2 in 25 epochs, none in 35; AE 2 in 15 epochs, 1 in 20.
 BFLOAT16_POLICY = "mixed_bfloat16"
-BFLOAT16_EPOCHS = {"vae": 35}
+BFLOAT16_EPOCHS = {"vae": 35, "ae": 20}
 # Stored settings from versions that predate a field take the value those versions used.
 LEGACY_VALUES = {"warmup_epochs": 0, "upsampling": "transpose", "test_every": 1,
                  "anomaly_score": "mse"}
@@ -403,8 +404,8 @@ def epochs_for_policy(settings, policy, given):
     """`settings` with the default run's epochs for the dtype `policy` that trains it.
 
     Where neither --epochs nor --recipe original chose the epochs and the policy
-    is mixed_bfloat16, the tuned VAE trains `BFLOAT16_EPOCHS`. A resumed run keeps
-    the epochs it stored.
+    is mixed_bfloat16, the tuned recipe trains `BFLOAT16_EPOCHS`. A resumed run
+    keeps the epochs it stored.
     """
     if (settings.resume or "epochs" in given or policy != BFLOAT16_POLICY
             or settings.model not in BFLOAT16_EPOCHS):
