@@ -304,10 +304,11 @@ def stack_images(pixel_arrays, image_size, color_mode, where, keep_uint8=False):
         indices = [index for index, pixels in enumerate(pixel_arrays) if pixels.shape[:2] == size]
         for image_channels in (1, 3):
             group = [index for index in indices if pixel_arrays[index].shape[-1] == image_channels]
-            if group:
-                images = np.stack([pixel_arrays[index] for index in group])
-                if not keep_uint8:
-                    images = as_floats(images)
+            if group and keep_uint8:  # image by image, with no stacked copy of the group
+                for index in group:
+                    stacked[index] = pixel_arrays[index]  # (H, W, 1) repeats into 3 channels
+            elif group:
+                images = as_floats(np.stack([pixel_arrays[index] for index in group]))
                 stacked[group] = resize_images(convert_channels(
                     images, "rgb" if channels == 3 else "grayscale"), target)
     return stacked
@@ -371,6 +372,7 @@ def load_image_folder(folder, image_size=None, color_mode="auto", validation_spl
         source = f"image folder {folder} ({validation_split:g} held out as the test set)"
     pixel_arrays = read_image_files(train_files + test_files, folder)
     images = stack_images(pixel_arrays, image_size, color_mode, folder, keep_uint8)
+    del pixel_arrays  # before the training and test sets are copied out of `images`
     class_names = sorted(set(train_names) | set(test_names)) if train_names is not None else None
     class_index = {name: index for index, name in enumerate(class_names or [])}
     labels = (np.array([class_index[name] for name in train_names + test_names], "int64")
