@@ -331,14 +331,15 @@ def build_model(settings, image_shape=models.IMAGE_SHAPE):
         raise run_settings.SettingsError(str(error)) from None
 
 
-def load_data(settings):
+def load_data(settings, keep_uint8=False):
     """The data set that `settings` name, checked against what the model can take.
 
-    8-bit images stay uint8 in memory; the model divides each batch by 255.
+    With `keep_uint8` (as training loads it), 8-bit images stay uint8 in memory
+    and the model divides each batch by 255; else the images are float32 in [0, 1].
     """
     dataset = data.load_dataset(settings.data, settings.dataset, settings.image_size,
                                 settings.color_mode, settings.validation_split, settings.seed,
-                                keep_uint8=True)
+                                keep_uint8)
     data.check_image_size(dataset.image_shape, models.image_size_multiple())
     return dataset
 
@@ -410,7 +411,7 @@ def train(settings, given=frozenset(), callbacks=()):
                 f"{out_dir} has already trained {state['epoch']} epochs: "
                 f"give --epochs above {state['epoch']} to train on")
         print(f"resuming {out_dir} after epoch {state['epoch']}, with the run's saved settings")
-    dataset = load_data(settings)
+    dataset = load_data(settings, keep_uint8=True)
     train_images, _ = training_images(settings, dataset, "train_limit" in given)
     print(dataset.describe())
     if dataset.labelled and dataset.class_title != "digit":

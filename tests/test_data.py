@@ -61,6 +61,16 @@ def test_an_npz_of_uint8_images_loads_as_uint8_for_training(tiny_npz):
     assert data.prepare_images(floats.x_test, keep_uint8=True).dtype == np.float32
 
 
+def test_only_training_holds_uint8_and_analysis_and_benchmarks_get_floats(tiny_npz):
+    # analysis.py, detect.py and the benchmarks do NumPy arithmetic on the images.
+    import settings
+    import training
+
+    run_settings = settings.TrainingSettings(data=str(tiny_npz))
+    assert training.load_data(run_settings).x_test.dtype == np.float32
+    assert training.load_data(run_settings, keep_uint8=True).x_test.dtype == np.uint8
+
+
 def test_missing_key_truncated_and_absent_files_are_refused(tmp_path, mnist_arrays):
     with pytest.raises(data.DataError, match="does not exist"):
         data.load_dataset(tmp_path / "nowhere.npz")
