@@ -35,6 +35,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 from sklearn.model_selection import train_test_split
 
+import models
 import settings as run_settings
 
 BUNDLED_MNIST = pathlib.Path(__file__).resolve().parent / "data" / "mnist-20k.npz"
@@ -136,7 +137,9 @@ def prepare_images(images, name="images", keep_uint8=False):
         if images.min() < 0 or images.max() > 255:
             raise DataError(f"{name} have integer pixels from {images.min()} to {images.max()}, "
                             f"outside 0..255: store them as uint8")
-        images = images.astype(np.uint8) if keep_uint8 else as_floats(images)
+        images = images.astype(np.uint8)  # within 0..255, checked above
+        if not keep_uint8:
+            images = models.unit_floats(images)
     elif np.issubdtype(images.dtype, np.floating):
         if not np.all(np.isfinite(images)):
             raise DataError(f"{name} contain NaN or infinite pixels: clean or drop those images")
@@ -166,19 +169,12 @@ def prepare_labels(labels, num_images, name="labels", num_classes=10):
     return labels.astype(np.int64)
 
 
-def as_floats(pixels):
-    """uint8 (or other integer) pixels 0..255 as float32 in [0, 1]; float images as they are."""
-    if np.issubdtype(pixels.dtype, np.integer):
-        return pixels.astype(np.float32) / 255.0
-    return pixels
-
-
 def convert_channels(images, color_mode):
     """(N, H, W, C) images as grayscale (luma, float32) or RGB (gray repeated); "auto" keeps
     them."""
     channels = images.shape[-1]
     if color_mode == "grayscale" and channels == 3:
-        return (as_floats(images) @ LUMA_WEIGHTS)[..., np.newaxis].astype("float32")
+        return (models.unit_floats(images) @ LUMA_WEIGHTS)[..., np.newaxis].astype("float32")
     if color_mode == "rgb" and channels == 1:
         return np.repeat(images, 3, axis=-1)
     return images
@@ -188,7 +184,7 @@ def resize_images(images, image_size):
     """(N, H, W, C) images bilinearly resized (with antialiasing) to `image_size` (H, W)."""
     if image_size is None or tuple(images.shape[1:3]) == tuple(image_size):
         return images
-    resized = keras.ops.image.resize(as_floats(images), tuple(image_size), interpolation="bilinear",
+    resized = keras.ops.image.resize(models.unit_floats(images), tuple(image_size), interpolation="bilinear",
                                      antialias=True, data_format="channels_last")
     return np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0).astype("float32")
 
@@ -308,7 +304,7 @@ def stack_images(pixel_arrays, image_size, color_mode, where, keep_uint8=False):
                 for index in group:
                     stacked[index] = pixel_arrays[index]  # (H, W, 1) repeats into 3 channels
             elif group:
-                images = as_floats(np.stack([pixel_arrays[index] for index in group]))
+                images = models.unit_floats(np.stack([pixel_arrays[index] for index in group]))
                 stacked[group] = resize_images(convert_channels(
                     images, "rgb" if channels == 3 else "grayscale"), target)
     return stacked

@@ -395,8 +395,8 @@ def parse_training_flags(model, argv=None):
     recipe = given.pop("recipe", None)
     base = TrainingSettings.defaults_for(model, recipe or "tuned")
     names = set(given) | (set(RECIPES[recipe][model]) if recipe else set())
-    if recipe == "tuned":  # the default's epochs, which follow the dtype policy
-        names -= {"epochs"} - set(given)
+    if recipe == "tuned" and "epochs" not in given:  # the default's, which follow the policy
+        names.discard("epochs")
     return dataclasses.replace(base, **given), names
 
 
