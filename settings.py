@@ -165,6 +165,15 @@ class OneLineParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Adds "(default: ...)" to a flag's help unless the help already says its default."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or ""):
+            return action.help
+        return super()._get_help_string(action)
+
+
 # Checked when the flags are parsed, before Keras loads, so a mistyped path answers at once;
 # data.py and run_folder.py say the same when they meet the path later.
 def missing_data_file(path):

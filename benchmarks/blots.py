@@ -39,7 +39,7 @@ SHOWN = 16
 
 def build_parser():
     parser = settings.OneLineParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=settings.DefaultsHelpFormatter,
         description="Share of prior samples with a blot, and a picture of the flagged ones, "
                     "for each VAE run folder.")
     parser.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="VAE run folders")

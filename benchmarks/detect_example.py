@@ -35,7 +35,7 @@ import settings  # noqa: E402  (no Keras: --help answers at once)
 
 def build_parser():
     parser = settings.OneLineParser(
-        prog="detect_example.py", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog="detect_example.py", formatter_class=settings.DefaultsHelpFormatter,
         description="Train the AE on a PNG folder of some MNIST digits, score every test PNG "
                     "with detect.py, and measure the detector and its throughput.")
     parser.add_argument("--normal", type=int, nargs="+", default=[0, 1, 2, 3, 4],

@@ -69,7 +69,7 @@ def build_parser():
         description="Compare the VAE and the AE as generators: decode latent samples of each, "
                     "score them with a digit classifier trained here, and write "
                     f"{RESULTS_FILE}, a figure {FIGURE_FILE} and a printed table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.DefaultsHelpFormatter)
     parser.add_argument("--vae-run", default="runs/latent_sweep/vae-latent-2",
                         help="a VAE run folder (train_vae.py or latent_sweep.py wrote it)")
     parser.add_argument("--ae-run", default="runs/latent_sweep/ae-latent-2",

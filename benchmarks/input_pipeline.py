@@ -28,7 +28,7 @@ def build_parser(settings):
     parser = settings.OneLineParser(
         prog="input_pipeline.py",
         description="Time per batch that the host spends producing the training stream.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.DefaultsHelpFormatter)
     parser.add_argument("--data", default=str(REPO / "data" / "mnist-20k.npz"),
                         help="an .npz in Keras' MNIST layout")
     parser.add_argument("--train-limit", type=settings.positive_int, default=10000,

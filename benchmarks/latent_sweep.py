@@ -54,7 +54,7 @@ def build_parser():
         description="Train the AE and the VAE at several latent sizes with the default runs' "
                     "recipe, and write the test reconstruction MSE and loss of each as "
                     f"{RESULTS_FILE}, a figure {FIGURE_FILE}, and a printed table.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.DefaultsHelpFormatter)
     parser.add_argument("--latent-dims", type=settings.positive_int, nargs="+",
                         default=list(DEFAULT_LATENT_DIMS), metavar="SIZE",
                         help="the latent sizes to train at")

@@ -77,7 +77,7 @@ def build_parser(settings):
         prog=PROG,
         description="Training throughput of the project's VAE with one speed lever changed "
                     "at a time, each run in a fresh subprocess.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.DefaultsHelpFormatter)
     parser.add_argument("--data", default=str(REPO / "data" / "mnist-20k.npz"),
                         help="an .npz in Keras' MNIST layout")
     parser.add_argument("--train-limit", type=settings.positive_int, default=4000,

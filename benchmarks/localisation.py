@@ -71,7 +71,7 @@ PICTURES_PER_KIND = 3
 
 def build_parser():
     parser = settings.OneLineParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=settings.DefaultsHelpFormatter,
         description="Paste synthetic defects into held-out images of a run's classes and "
                     "measure how well each anomaly map finds them (image AUROC, pixel AUROC, "
                     "PRO), against baselines that need no model.")

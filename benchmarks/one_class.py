@@ -43,7 +43,7 @@ def build_parser(with_score=True):
         prog="one_class.py",
         description="One-class MNIST benchmark (Ruff et al. 2018, Table 1): ROC AUC per normal "
                     "digit, as a Markdown table and a JSON file.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.DefaultsHelpFormatter)
     parser.add_argument("--model", choices=("ae", "vae"), default="vae", help="which autoencoder")
     parser.add_argument("--latent-dim", type=settings.positive_int, default=16,
                         help="size of the latent code")

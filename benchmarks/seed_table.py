@@ -65,7 +65,7 @@ VAE_ONLY = ("test_loss", "test_kl", "prior_blot_share")
 
 def build_parser():
     parser = settings.OneLineParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=settings.DefaultsHelpFormatter,
         description="Train a recipe once per seed (a fresh process each), score each run with "
                     "analysis.py, and print the per-seed table. Flags after -- go to "
                     "train_vae.py / train_ae.py.")

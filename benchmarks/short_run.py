@@ -42,7 +42,7 @@ PROG = "short_run.py"
 
 def build_parser():
     parser = settings.OneLineParser(
-        prog=PROG, formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        prog=PROG, formatter_class=settings.DefaultsHelpFormatter,
         description="Train a short one-class run and score the test set with the moving-average, "
                     "the recomputed and the training-mode batch-norm statistics.")
     parser.add_argument("--model", choices=("vae", "ae"), default="vae", help="which script")

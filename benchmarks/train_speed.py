@@ -115,7 +115,7 @@ def build_parser(settings):
         description="Measure the project's VAE training path (train_vae.py) against a plain "
                     "Keras 3 reference of the same model and loss: throughput, time to a target "
                     "test loss, final test loss and peak memory, each run in a fresh subprocess.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=settings.DefaultsHelpFormatter)
     parser.add_argument("--model", choices=MODELS, default="vae",
                         help="which original script the two variants train")
     parser.add_argument("--data", default=str(REPO / "data" / "mnist-20k.npz"),

@@ -1,6 +1,7 @@
 """The settings dataclass: flags in, config.json and checkpoint out, --resume back in."""
 
 import dataclasses
+import re
 import subprocess
 import sys
 
@@ -173,16 +174,31 @@ def run_script_probe(command):
                           text=True, timeout=60, check=False)
 
 
-@pytest.mark.parametrize("script", ["train_vae.py", "train_ae.py", "analysis.py",
+def help_entries_of_flags_with_values(help_text):
+    """Each option's entry in `--help` (its lines joined), for the options that take a value."""
+    options = help_text.split("options:", 1)[1]
+    entries = [" ".join(entry.split()) for entry in re.split(r"\n  (?=-)", options)[1:]]
+    return [entry for entry in entries if re.match(r"-[^ ,]*(, --?[^ ,]*)*,? [A-Z{]", entry)]
+
+
+@pytest.mark.parametrize("script", ["train_vae.py", "train_ae.py", "analysis.py", "detect.py",
                                     "benchmarks/train_speed.py", "benchmarks/levers.py",
                                     "benchmarks/one_class.py", "benchmarks/latent_sweep.py",
                                     "benchmarks/generators.py", "benchmarks/seed_table.py",
                                     "benchmarks/blots.py", "benchmarks/short_run.py",
-                                    "benchmarks/anomaly_scores.py"])
-def test_help_is_answered_before_keras_loads(script):
+                                    "benchmarks/anomaly_scores.py", "benchmarks/localisation.py",
+                                    "benchmarks/detect_example.py",
+                                    "benchmarks/input_pipeline.py"])
+def test_help_is_answered_before_keras_loads_and_gives_each_default_once(script):
     finished = run_script_probe([script, "--help"])
     assert "usage:" in finished.stdout
     assert finished.stdout.strip().endswith("NO KERAS"), finished.stdout[-300:]
+    entries = help_entries_of_flags_with_values(finished.stdout)
+    assert entries
+    for entry in entries:
+        # Once: not the help's own words on the default and argparse's "(default: None)" too.
+        assert entry.count("(default") <= 1, entry
+        assert "(default: None)" not in entry or entry.count("default") == 1, entry
 
 
 @pytest.mark.parametrize("command, message", [
