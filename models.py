@@ -220,7 +220,9 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
     scale = math.prod(strides)
     start_shape = (image_shape[0] // scale, image_shape[1] // scale, start_channels)
     z = keras.Input(shape=(latent_dim,), name="z")
-    features = layers.Dense(math.prod(start_shape), name="dense")(z)
+    # float32 under mixed precision, as the encoder's latent layers: in bfloat16 the code
+    # would enter the decoder rounded to 8 significant bits.
+    features = layers.Dense(math.prod(start_shape), name="dense", dtype="float32")(z)
     features = layers.Reshape(start_shape, name="reshape")(features)  # (batch, 7, 7, 64)
     if upsampling not in UPSAMPLINGS:
         raise ValueError(f"upsampling must be one of {UPSAMPLINGS}, got {upsampling!r}")

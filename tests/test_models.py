@@ -76,6 +76,19 @@ def test_default_architecture_is_the_original():
     assert decoder.layers[-1].get_config()["activation"] == "sigmoid"
 
 
+def test_under_mixed_precision_the_latent_code_enters_the_decoder_in_float32():
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    for model in (models.VAE(), models.AE()):
+        compute_dtypes = {layer.name: layer.compute_dtype
+                          for part in (model.encoder, model.decoder) for layer in part.layers}
+        # The convolutions run in bfloat16; the dense layer that takes the code, in float32.
+        assert compute_dtypes["conv_1"] == compute_dtypes["deconv_1"] == "bfloat16"
+        assert compute_dtypes["deconv_out"] == "bfloat16"
+        assert compute_dtypes["dense"] == compute_dtypes["sigmoid"] == "float32"
+        latent = np.ones((2, model.latent_dim), "float32")
+        assert keras.ops.convert_to_numpy(model.decoder(latent)).dtype == np.float32
+
+
 def test_mismatched_strides_are_refused():
     with pytest.raises(ValueError, match="decoder strides"):
         models.VAE(encoder_strides=(1, 2, 2, 1), decoder_strides=(1, 2))
