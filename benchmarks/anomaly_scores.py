@@ -25,7 +25,6 @@ the deterministic reconstruction x̂ of an image x (the latent mean, for the VAE
                        the training images
 """
 
-import argparse
 import json
 import os
 import pathlib

@@ -17,7 +17,6 @@ latents' mean distance from the origin. The last line printed is one JSON
 object {run: blot share}.
 """
 
-import argparse
 import collections
 import json
 import os

@@ -17,7 +17,6 @@ Steps, as a user would take them with their own photos:
 The last line printed is one JSON object with the figures.
 """
 
-import argparse
 import csv
 import json
 import os

@@ -33,7 +33,6 @@ Into --out it writes `generators.json` and `generator_samples.png` (a grid of
 each model's samples, side by side), and it prints the table.
 """
 
-import argparse
 import os
 import pathlib
 import sys

@@ -15,7 +15,6 @@ Each row gives the host's time per batch and the images per second that this
 host can supply at most: a device that trains faster than that waits for data.
 """
 
-import argparse
 import os
 import pathlib
 import sys

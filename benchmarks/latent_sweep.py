@@ -23,7 +23,6 @@ prints the table. The scores of each run:
   test_kl     the VAE's KL term on the test set (0 for the AE)
 """
 
-import argparse
 import dataclasses
 import os
 import pathlib

@@ -41,7 +41,6 @@ of defective images, their masks, reconstructions, and the best baseline's,
 the run's own and the best map.
 """
 
-import argparse
 import json
 import os
 import pathlib

@@ -12,7 +12,6 @@ the paper's DCAE and Deep SVDD rows.
     python benchmarks/one_class.py --model ae --score mse --epochs 30   # other models and scores
 """
 
-import argparse
 import json
 import os
 import pathlib
