@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import settings
-from conftest import REPO
+from conftest import REPO, needs_bfloat16_kernels
 
 
 def test_no_flags_give_the_dataclass_defaults():
@@ -102,6 +102,7 @@ def test_the_default_vae_trains_longer_in_bfloat16_unless_the_epochs_were_chosen
     assert settings.epochs_for_policy(parsed, policy, given).epochs == epochs
 
 
+@needs_bfloat16_kernels
 def test_a_default_run_in_bfloat16_trains_the_bfloat16_epochs(tiny_npz, tmp_path):
     import keras
 
