@@ -184,8 +184,9 @@ def resize_images(images, image_size):
     """(N, H, W, C) images bilinearly resized (with antialiasing) to `image_size` (H, W)."""
     if image_size is None or tuple(images.shape[1:3]) == tuple(image_size):
         return images
-    resized = keras.ops.image.resize(models.unit_floats(images), tuple(image_size), interpolation="bilinear",
-                                     antialias=True, data_format="channels_last")
+    resized = keras.ops.image.resize(models.unit_floats(images), tuple(image_size),
+                                     interpolation="bilinear", antialias=True,
+                                     data_format="channels_last")
     return np.clip(keras.ops.convert_to_numpy(resized), 0.0, 1.0).astype("float32")
 
 

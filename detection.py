@@ -177,7 +177,7 @@ class InputPlan:
             if path.suffix.lower() == ".npz" and path.is_file():
                 self.groups.append(("npz", path))
             elif path.is_dir():
-                # Paths as strings: a list of 200,000 Path objects holds about 100 MB more.
+                # Paths as strings: for 200,000 files, 17 MiB against 70 MiB of Path objects.
                 files = [str(file) for file in data.image_files(path)]
                 if not files:
                     raise data.DataError(f"{path} holds no images "

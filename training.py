@@ -335,7 +335,8 @@ def load_data(settings, keep_uint8=False):
     """The data set that `settings` name, checked against what the model can take.
 
     With `keep_uint8` (as training loads it), 8-bit images stay uint8 in memory
-    and the model divides each batch by 255; else the images are float32 in [0, 1].
+    and the model converts each batch (`models.unit_range`); else the images are
+    float32 in [0, 1].
     """
     dataset = data.load_dataset(settings.data, settings.dataset, settings.image_size,
                                 settings.color_mode, settings.validation_split, settings.seed,

@@ -282,7 +282,8 @@ def test_files_are_read_and_scored_a_batch_at_a_time(ae_run, tmp_path, mnist_arr
     events = []  # ("read", name) from the reader threads, ("score", how many) from the model
     read_file = detection._read_file
     monkeypatch.setattr(detection, "_read_file",
-                        lambda file: events.append(("read", pathlib.PurePath(file).name)) or read_file(file))
+                        lambda file: (events.append(("read", pathlib.PurePath(file).name))
+                                      or read_file(file)))
     detect_anomalies = models.AE.detect_anomalies
     monkeypatch.setattr(models.AE, "detect_anomalies", lambda self, images, batch_size=256: (
         events.append(("score", len(images))) or detect_anomalies(self, images, batch_size)))
