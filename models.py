@@ -56,8 +56,12 @@ BATCH_NORMS = ("auto", "keras", "fused")
 # transposed convolution, whose kernel the stride divides, so that every output pixel also
 # sees the same number of weights (2 x 2 of the input's pixels), at 16/36 of the resize's
 # multiply-adds: the resize and its 3x3 convolution are a 4x4 transposed convolution whose
-# kernel is tied across the 4 output phases.
-UPSAMPLINGS = ("transpose", "resize", "transpose4x4")
+# kernel is tied across the 4 output phases. A 2x2 transposed convolution at stride 2 is the
+# cheapest whose kernel the stride divides: each output pixel sees one input pixel, through
+# the one of the kernel's 4 taps that its phase picks (4/9 of the original's multiply-adds).
+UPSAMPLINGS = ("transpose", "resize", "transpose4x4", "transpose2x2")
+# The kernel size of each transposed-convolution upsampling in the stride-2 blocks.
+TRANSPOSED_KERNELS = {"transpose": 3, "transpose4x4": 4, "transpose2x2": 2}
 # Anomaly scores of an image and its reconstruction (see _Autoencoder.anomaly_scores).
 ANOMALY_SCORES = {"mse": losses.reconstruction_mse, "relative": losses.relative_squared_error}
 # Each score's per-pixel terms: a map of shape (N, H, W) whose sum over H and W is the score.
@@ -210,8 +214,8 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
         batch_norm: which batch-normalization layer to use (see `batch_norm_layer`).
         upsampling: "transpose" (the original: a 3x3 Conv2DTranspose with the
             block's stride), "resize" (UpSampling2D by the stride, then a 3x3
-            Conv2D) or "transpose4x4" (a 4x4 Conv2DTranspose with the block's
-            stride) for blocks of stride above 1.
+            Conv2D), "transpose4x4" or "transpose2x2" (a 4x4 or 2x2
+            Conv2DTranspose with the block's stride) for blocks of stride above 1.
 
     Returns:
         A `keras.Model` named "decoder" mapping `(batch, latent_dim)` to
@@ -232,7 +236,7 @@ def build_decoder(latent_dim=2, filters=DECODER_FILTERS, strides=DECODER_STRIDES
             features = layers.Conv2D(block_filters, 3, padding="same",
                                      name=f"deconv_{block}")(features)
         else:
-            kernel_size = 4 if upsampling == "transpose4x4" and block_strides > 1 else 3
+            kernel_size = TRANSPOSED_KERNELS[upsampling] if block_strides > 1 else 3
             features = layers.Conv2DTranspose(block_filters, kernel_size, strides=block_strides,
                                               padding="same", name=f"deconv_{block}")(features)
         features = layers.ReLU(name=f"relu_{block}")(features)

@@ -45,7 +45,7 @@ LEGACY_VALUES = {"warmup_epochs": 0, "upsampling": "transpose", "test_every": 1,
                  "anomaly_score": "mse"}
 PRECISIONS = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 BATCH_NORMS = ("auto", "keras", "fused")
-UPSAMPLINGS = ("transpose", "resize", "transpose4x4")
+UPSAMPLINGS = ("transpose", "resize", "transpose4x4", "transpose2x2")
 ANOMALY_SCORES = ("relative", "mse")
 LR_SCHEDULES = ("constant", "cosine")
 DATASETS = ("mnist", "fashion_mnist")
@@ -345,8 +345,8 @@ def build_training_parser(model):
     parser.add_argument("--upsampling", choices=UPSAMPLINGS,
                         help="how the decoder's stride-2 blocks upsample: transpose "
                              "(Conv2DTranspose 3x3, the original), resize (UpSampling2D, then "
-                             "Conv2D 3x3) or transpose4x4 (Conv2DTranspose 4x4, which the stride "
-                             f"divides) (default: {defaults.upsampling})")
+                             "Conv2D 3x3), transpose4x4 or transpose2x2 (Conv2DTranspose 4x4 or "
+                             f"2x2, which the stride divides) (default: {defaults.upsampling})")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch over all of the backend's devices with "
                              "keras.distribution.DataParallel, in this process or, with "

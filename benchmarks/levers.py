@@ -29,7 +29,8 @@ of epochs 2..E over their time (epoch 1 traces the graph). The settings:
   python-generator  the project fed as it was before the in-graph pipeline: a
                     tf.data.Dataset.from_generator over the stream's batches, one
                     Python call per batch
-  resize, transpose4x4    the project with that --upsampling (the base is the
+  resize, transpose4x4, transpose2x2
+                    the project with that --upsampling (the base is the
                     original's 3x3 transposed convolution)
   batch-64, batch-128     the project at that batch size (throughput only: the
                     loss per epoch is not the same)
@@ -54,7 +55,7 @@ import time
 REPO = pathlib.Path(__file__).resolve().parents[1]
 SETTINGS = ("plain", "project", "float32", "keras-batch-norm", "numpy-arrays", "xla",
             "steps-per-execution-8", "inter-op-threads-1", "jax", "torch", "python-generator",
-            "resize", "transpose4x4", "batch-64", "batch-128")
+            "resize", "transpose4x4", "transpose2x2", "batch-64", "batch-128")
 DEFAULT_SETTINGS = ("plain", "project", "float32", "keras-batch-norm", "numpy-arrays")
 RESULT_MARKER = "LEVERS_RESULT "
 PROG = "levers.py"
@@ -116,7 +117,7 @@ def run_setting(setting, args):
                  else training.resolve_precision(args.precision))
     keras.mixed_precision.set_global_policy(precision)
     batch_norm = "keras" if setting in ("keras-batch-norm", "plain") else "auto"
-    upsampling = setting if setting in ("resize", "transpose4x4") else "transpose"
+    upsampling = setting if setting in ("resize", "transpose4x4", "transpose2x2") else "transpose"
     batch_size = int(setting.split("-")[1]) if setting.startswith("batch-") else args.batch_size
     model = models.build_model("vae", latent_dim=2, seed=args.seed, batch_norm=batch_norm,
                                upsampling=upsampling)
