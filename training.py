@@ -429,7 +429,7 @@ def train(settings, given=frozenset(), callbacks=()):
     if settings.data_parallel:
         devices = scale_out.start_data_parallel(role, settings.batch_size, len(train_images))
     precision = resolve_precision(settings.precision)
-    settings = run_settings.epochs_for_policy(settings, precision, given)
+    settings = run_settings.recipe_for_policy(settings, precision, given)
     keras.mixed_precision.set_global_policy(precision)
     model = compile_model(build_model(settings, dataset.image_shape),
                           learning_rate_schedule(settings, len(train_images)))

@@ -404,19 +404,45 @@ def test_resize_upsampling_decodes_to_the_image_shape_with_the_same_weights_coun
 
 
 @pytest.mark.parametrize("kind", ["vae", "ae"])
-def test_transpose4x4_upsampling_uses_a_4x4_kernel_in_the_stride_2_blocks_only(kind, tmp_path):
-    model = models.build_model(kind, image_shape=(32, 32, 3), upsampling="transpose4x4")
+@pytest.mark.parametrize("upsampling, size", [("transpose4x4", 4), ("transpose2x2", 2)])
+def test_a_transposed_upsampling_sets_the_kernel_of_the_stride_2_blocks_only(kind, upsampling,
+                                                                             size, tmp_path):
+    model = models.build_model(kind, image_shape=(32, 32, 3), upsampling=upsampling)
     kernels = {layer.name: layer.kernel_size for layer in model.decoder.layers
                if isinstance(layer, keras.layers.Conv2DTranspose)}
     # Block 0 has stride 1 and the output layer too: they keep the 3x3 kernel.
-    assert kernels == {"deconv_0": (3, 3), "deconv_1": (4, 4), "deconv_2": (4, 4),
+    assert kernels == {"deconv_0": (3, 3), "deconv_1": (size, size), "deconv_2": (size, size),
                        "deconv_out": (3, 3)}
     assert model.decode(np.zeros((2, model.latent_dim))).shape == (2, 32, 32, 3)
     original = models.build_model(kind, image_shape=(32, 32, 3))
-    extra_weights = 2 * (16 - 9) * 64 * 64  # two blocks, 64 -> 64 filters
+    extra_weights = 2 * (size * size - 9) * 64 * 64  # two blocks, 64 -> 64 filters
     assert model.count_params() == original.count_params() + extra_weights
     model.save(tmp_path / "model.keras")
-    assert keras.saving.load_model(tmp_path / "model.keras").upsampling == "transpose4x4"
+    assert keras.saving.load_model(tmp_path / "model.keras").upsampling == upsampling
+
+
+def test_the_flags_offer_the_options_the_models_build():
+    # settings.py names them without importing Keras, so that --help is instant.
+    assert settings.UPSAMPLINGS == models.UPSAMPLINGS
+    assert settings.BATCH_NORMS == models.BATCH_NORMS
+
+
+def test_a_2x2_transposed_convolution_at_stride_2_gives_each_output_pixel_one_input_pixel():
+    """Why transpose2x2 cannot draw the original's checkerboard: no two input pixels overlap
+    in its output, so an output pixel is its input pixel times the tap of its phase."""
+    model = models.build_model("ae", upsampling="transpose2x2")
+    layer = model.decoder.get_layer("deconv_2")
+    features = np.random.default_rng(0).normal(size=(1, 14, 14, 64)).astype("float32")
+    outputs = keras.ops.convert_to_numpy(layer(features))  # (1, 28, 28, 64)
+    kernel = keras.ops.convert_to_numpy(layer.kernel)  # (2, 2, filters out, channels in)
+    bias = keras.ops.convert_to_numpy(layer.bias)
+    for row, column in [(0, 0), (5, 9), (13, 13)]:
+        for phase_row in (0, 1):
+            for phase_column in (0, 1):
+                expected = kernel[phase_row, phase_column] @ features[0, row, column] + bias
+                np.testing.assert_allclose(
+                    outputs[0, 2 * row + phase_row, 2 * column + phase_column], expected,
+                    rtol=1e-5, atol=1e-5)
 
 
 def test_recomputed_statistics_come_from_a_seeded_sample_of_at_most_max_images(mnist_arrays):

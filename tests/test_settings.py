@@ -77,7 +77,7 @@ def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win
     tuned, given = settings.parse_training_flags(model, [])
     # The VAE leaves the original's 3x3 transposed convolutions, which blot its prior samples;
     # the AE, which draws none, keeps them and trains fewer epochs.
-    expected_upsampling = {"vae": "transpose4x4", "ae": "transpose"}[model]
+    expected_upsampling = {"vae": "transpose2x2", "ae": "transpose"}[model]
     assert tuned.upsampling == expected_upsampling and tuned.lr_schedule == "cosine"
     assert tuned.epochs < settings.ORIGINAL_EPOCHS[model]
     assert given == set()
@@ -99,11 +99,31 @@ def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win
 def test_the_default_vae_trains_longer_in_bfloat16_unless_the_epochs_were_chosen(
         argv, model, policy, epochs):
     parsed, given = settings.parse_training_flags(model, argv)
-    assert settings.epochs_for_policy(parsed, policy, given).epochs == epochs
+    assert settings.recipe_for_policy(parsed, policy, given).epochs == epochs
+
+
+@pytest.mark.parametrize("argv, policy, upsampling", [
+    ([], "mixed_bfloat16", "transpose4x4"),
+    (["--recipe", "tuned"], "mixed_bfloat16", "transpose4x4"),
+    ([], "float32", "transpose2x2"),
+    ([], "mixed_float16", "transpose2x2"),
+    (["--upsampling", "resize"], "mixed_bfloat16", "resize"),
+    (["--upsampling", "transpose2x2", "--epochs", "9"], "mixed_bfloat16", "transpose2x2"),
+    (["--recipe", "original"], "mixed_bfloat16", "transpose"),
+    (["--resume"], "mixed_bfloat16", "transpose2x2"),
+])
+def test_the_default_vae_keeps_its_4x4_decoder_in_bfloat16_unless_the_upsampling_was_chosen(
+        argv, policy, upsampling):
+    parsed, given = settings.parse_training_flags("vae", argv)
+    chosen = settings.recipe_for_policy(parsed, policy, given)
+    assert chosen.upsampling == upsampling
+    # The AE has no bfloat16 decoder of its own.
+    parsed, given = settings.parse_training_flags("ae", argv)
+    assert settings.recipe_for_policy(parsed, policy, given).upsampling == parsed.upsampling
 
 
 @needs_bfloat16_kernels
-def test_a_default_run_in_bfloat16_trains_the_bfloat16_epochs(tiny_npz, tmp_path):
+def test_a_default_run_in_bfloat16_trains_the_bfloat16_recipe(tiny_npz, tmp_path):
     import keras
 
     import training
@@ -113,6 +133,7 @@ def test_a_default_run_in_bfloat16_trains_the_bfloat16_epochs(tiny_npz, tmp_path
 
         def on_train_begin(self, logs=None):
             self.epochs = self.params["epochs"]
+            self.upsampling = self.model.upsampling
 
         def on_train_batch_end(self, batch, logs=None):
             self.model.stop_training = True
@@ -124,6 +145,7 @@ def test_a_default_run_in_bfloat16_trains_the_bfloat16_epochs(tiny_npz, tmp_path
     with pytest.raises(training.TrainingStopped):  # stopped before its last epoch
         training.train(run_settings, given, callbacks=[stop])
     assert stop.epochs == settings.BFLOAT16_EPOCHS["vae"]
+    assert stop.upsampling == settings.BFLOAT16_RECIPE["vae"]["upsampling"]
 
 
 def test_stored_settings_without_the_later_fields_take_the_values_of_their_time():
