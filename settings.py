@@ -35,13 +35,13 @@ RECIPES = {
     "original": {model: {"epochs": epochs, **_ORIGINAL} for model, epochs in ORIGINAL_EPOCHS.items()},
 }
 DEFAULT_EPOCHS = {model: recipe["epochs"] for model, recipe in RECIPES["tuned"].items()}
-# The tuned recipe's epochs where the dtype policy is mixed_bfloat16 (on a CPU with bfloat16
-# instructions, or a GPU of compute capability 8 or more), whose noisier arithmetic needs more
-# of them. On an Intel Xeon with AMX (docs/performance.md), seeds 0 to 4 that missed the
-# original's figures: VAE 2 in 25 epochs, none in 35; AE 2 in 15 epochs, 1 in 20.
+# What the tuned recipe changes where the dtype policy is mixed_bfloat16 (on a CPU with
+# bfloat16 instructions, or a GPU of compute capability 8 or more): the AE's noisier arithmetic
+# there needs more epochs (on an Intel Xeon with AMX, 2 of seeds 0 to 4 missed the original's
+# MSE in 15 epochs, none in 20). The VAE's 2x2 decoder reaches the original's loss in its 30
+# epochs in bfloat16 too (seeds 0 to 4 on a Zen 4, docs/performance.md).
 BFLOAT16_POLICY = "mixed_bfloat16"
-# The VAE keeps there the 4x4 transposed convolutions those figures were measured with.
-BFLOAT16_RECIPE = {"vae": {"epochs": 35, "upsampling": "transpose4x4"}, "ae": {"epochs": 20}}
+BFLOAT16_RECIPE = {"ae": {"epochs": 20}}
 BFLOAT16_EPOCHS = {model: recipe["epochs"] for model, recipe in BFLOAT16_RECIPE.items()}
 # Stored settings from versions that predate a field take the value those versions used.
 LEGACY_VALUES = {"warmup_epochs": 0, "upsampling": "transpose", "test_every": 1,
@@ -309,7 +309,6 @@ def build_training_parser(model):
                              f"{original.learning_rate:g}, no warm-up, 3x3 transposed "
                              f"convolutions, the test set after every epoch). Flags given "
                              f"beside it win (default: tuned)")
-    bfloat16_upsampling = BFLOAT16_RECIPE.get(model, {}).get("upsampling")
     parser.add_argument("--epochs", type=positive_int,
                         help=f"training epochs (default: {defaults.epochs}"
                              + (f", or {BFLOAT16_EPOCHS[model]} where --precision is or picks "
@@ -350,10 +349,8 @@ def build_training_parser(model):
                         help="how the decoder's stride-2 blocks upsample: transpose "
                              "(Conv2DTranspose 3x3, the original), resize (UpSampling2D, then "
                              "Conv2D 3x3), transpose4x4 or transpose2x2 (Conv2DTranspose 4x4 or "
-                             f"2x2, which the stride divides) (default: {defaults.upsampling}"
-                             + (f", or {bfloat16_upsampling} where --precision is or picks "
-                                f"{BFLOAT16_POLICY}" if bfloat16_upsampling else "")
-                             + f"; --recipe original: {original.upsampling})")
+                             f"2x2, which the stride divides) (default: {defaults.upsampling}; "
+                             f"--recipe original: {original.upsampling})")
     parser.add_argument("--data-parallel", action="store_true",
                         help="split each batch over all of the backend's devices with "
                              "keras.distribution.DataParallel, in this process or, with "

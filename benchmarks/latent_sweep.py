@@ -60,8 +60,7 @@ def build_parser():
     parser.add_argument("--epochs", type=settings.positive_int, default=None,
                         help="epochs of every run (default: each model's default run's, "
                              f"VAE {defaults['vae'].epochs}, AE {defaults['ae'].epochs}; in "
-                             f"{settings.BFLOAT16_POLICY} VAE {settings.BFLOAT16_EPOCHS['vae']}, "
-                             f"AE {settings.BFLOAT16_EPOCHS['ae']})")
+                             f"{settings.BFLOAT16_POLICY} AE {settings.BFLOAT16_EPOCHS['ae']})")
     parser.add_argument("--seed", type=int, default=defaults["vae"].seed,
                         help="seed of weights, shuffling and sampling")
     parser.add_argument("--data", default=None,

@@ -84,42 +84,29 @@ def test_recipe_original_gives_the_original_scripts_settings_and_given_flags_win
 
 
 @pytest.mark.parametrize("argv, model, policy, epochs", [
-    ([], "vae", "mixed_bfloat16", settings.BFLOAT16_EPOCHS["vae"]),
-    (["--recipe", "tuned"], "vae", "mixed_bfloat16", settings.BFLOAT16_EPOCHS["vae"]),
-    ([], "vae", "float32", settings.DEFAULT_EPOCHS["vae"]),
-    ([], "vae", "mixed_float16", settings.DEFAULT_EPOCHS["vae"]),
     ([], "ae", "mixed_bfloat16", settings.BFLOAT16_EPOCHS["ae"]),
+    (["--recipe", "tuned"], "ae", "mixed_bfloat16", settings.BFLOAT16_EPOCHS["ae"]),
     ([], "ae", "float32", settings.DEFAULT_EPOCHS["ae"]),
-    (["--epochs", "7"], "vae", "mixed_bfloat16", 7),
-    (["--epochs", "25"], "vae", "mixed_bfloat16", 25),
-    (["--recipe", "tuned", "--epochs", "7"], "vae", "mixed_bfloat16", 7),
-    (["--recipe", "original"], "vae", "mixed_bfloat16", settings.ORIGINAL_EPOCHS["vae"]),
-    (["--resume"], "vae", "mixed_bfloat16", settings.DEFAULT_EPOCHS["vae"]),
+    ([], "ae", "mixed_float16", settings.DEFAULT_EPOCHS["ae"]),
+    ([], "vae", "mixed_bfloat16", settings.DEFAULT_EPOCHS["vae"]),
+    ([], "vae", "float32", settings.DEFAULT_EPOCHS["vae"]),
+    (["--epochs", "7"], "ae", "mixed_bfloat16", 7),
+    (["--epochs", "16"], "ae", "mixed_bfloat16", 16),
+    (["--recipe", "tuned", "--epochs", "7"], "ae", "mixed_bfloat16", 7),
+    (["--recipe", "original"], "ae", "mixed_bfloat16", settings.ORIGINAL_EPOCHS["ae"]),
+    (["--resume"], "ae", "mixed_bfloat16", settings.DEFAULT_EPOCHS["ae"]),
 ])
-def test_the_default_vae_trains_longer_in_bfloat16_unless_the_epochs_were_chosen(
+def test_the_default_ae_trains_longer_in_bfloat16_unless_the_epochs_were_chosen(
         argv, model, policy, epochs):
     parsed, given = settings.parse_training_flags(model, argv)
     assert settings.recipe_for_policy(parsed, policy, given).epochs == epochs
 
 
-@pytest.mark.parametrize("argv, policy, upsampling", [
-    ([], "mixed_bfloat16", "transpose4x4"),
-    (["--recipe", "tuned"], "mixed_bfloat16", "transpose4x4"),
-    ([], "float32", "transpose2x2"),
-    ([], "mixed_float16", "transpose2x2"),
-    (["--upsampling", "resize"], "mixed_bfloat16", "resize"),
-    (["--upsampling", "transpose2x2", "--epochs", "9"], "mixed_bfloat16", "transpose2x2"),
-    (["--recipe", "original"], "mixed_bfloat16", "transpose"),
-    (["--resume"], "mixed_bfloat16", "transpose2x2"),
-])
-def test_the_default_vae_keeps_its_4x4_decoder_in_bfloat16_unless_the_upsampling_was_chosen(
-        argv, policy, upsampling):
-    parsed, given = settings.parse_training_flags("vae", argv)
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "float32", "mixed_float16"])
+def test_the_default_vae_trains_its_2x2_decoder_in_every_precision(policy):
+    parsed, given = settings.parse_training_flags("vae", [])
     chosen = settings.recipe_for_policy(parsed, policy, given)
-    assert chosen.upsampling == upsampling
-    # The AE has no bfloat16 decoder of its own.
-    parsed, given = settings.parse_training_flags("ae", argv)
-    assert settings.recipe_for_policy(parsed, policy, given).upsampling == parsed.upsampling
+    assert (chosen.upsampling, chosen.epochs) == ("transpose2x2", settings.DEFAULT_EPOCHS["vae"])
 
 
 @needs_bfloat16_kernels
@@ -133,19 +120,17 @@ def test_a_default_run_in_bfloat16_trains_the_bfloat16_recipe(tiny_npz, tmp_path
 
         def on_train_begin(self, logs=None):
             self.epochs = self.params["epochs"]
-            self.upsampling = self.model.upsampling
 
         def on_train_batch_end(self, batch, logs=None):
             self.model.stop_training = True
 
     stop = StopAtOnce()
-    run_settings, given = settings.parse_training_flags("vae", [
+    run_settings, given = settings.parse_training_flags("ae", [
         "--data", str(tiny_npz), "--train-limit", "64", "--precision", "mixed_bfloat16",
         "--verbose", "0", "--out", str(tmp_path / "run")])
     with pytest.raises(training.TrainingStopped):  # stopped before its last epoch
         training.train(run_settings, given, callbacks=[stop])
-    assert stop.epochs == settings.BFLOAT16_EPOCHS["vae"]
-    assert stop.upsampling == settings.BFLOAT16_RECIPE["vae"]["upsampling"]
+    assert stop.epochs == settings.BFLOAT16_EPOCHS["ae"] != settings.DEFAULT_EPOCHS["ae"]
 
 
 def test_stored_settings_without_the_later_fields_take_the_values_of_their_time():
