@@ -47,6 +47,36 @@ def sigterm_as_interrupt():
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def stops_deferred():
+    """Within the block, SIGINT and SIGTERM wait: each takes effect as the block ends.
+
+    A finished epoch writes its checkpoint and then its history; a stop between
+    the two would leave history.csv an epoch behind the checkpoint. Signals that
+    are ignored stay ignored, and off the main thread (where Python installs no
+    handlers) the block changes nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending = []
+    previous = {number: signal.getsignal(number) for number in (signal.SIGINT, signal.SIGTERM)}
+    deferred = {number: handler for number, handler in previous.items()
+                if handler not in (signal.SIG_IGN, None)}  # None: set outside Python
+    for number in deferred:
+        signal.signal(number, lambda received, frame: pending.append(received))
+    try:
+        yield
+    finally:
+        for number, handler in deferred.items():
+            signal.signal(number, handler)
+        for number in pending:
+            if callable(deferred[number]):
+                deferred[number](number, None)
+            else:  # SIG_DFL: the signal's default action, as if it had not waited
+                signal.raise_signal(number)
+
+
 def what_is_kept(prog, out):
     """The end of the line that a stopped run prints: what survives, and the command to go on."""
     checkpoint = pathlib.Path(out) / run_folder.CHECKPOINT_FILE

@@ -121,12 +121,15 @@ class RunRecorder(keras.callbacks.Callback):
             values.extend([math.nan] * (done + 1 - len(values)))
         if not self.writes_files:
             return
-        run_folder.write_checkpoint(
-            self.out_dir / run_folder.CHECKPOINT_FILE, self.model.get_weights(),
-            [keras.ops.convert_to_numpy(variable) for variable in self.model.optimizer.variables],
-            [keras.ops.convert_to_numpy(state) for state in rng_states(self.model)],
-            {"epoch": self.epochs_done, "history": self.history, "settings": self.settings})
-        run_folder.write_history_csv(self.out_dir / run_folder.HISTORY_FILE, self.history)
+        optimizer_variables = [keras.ops.convert_to_numpy(variable)
+                               for variable in self.model.optimizer.variables]
+        rng = [keras.ops.convert_to_numpy(state) for state in rng_states(self.model)]
+        with faults.stops_deferred():  # a stop now comes after both files, not between them
+            run_folder.write_checkpoint(
+                self.out_dir / run_folder.CHECKPOINT_FILE, self.model.get_weights(),
+                optimizer_variables, rng,
+                {"epoch": self.epochs_done, "history": self.history, "settings": self.settings})
+            run_folder.write_history_csv(self.out_dir / run_folder.HISTORY_FILE, self.history)
 
 
 def rng_states(model):

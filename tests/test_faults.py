@@ -13,6 +13,7 @@ import pytest
 
 import analysis
 import atomic_files
+import faults
 import memory_estimate
 import models
 import run_folder
@@ -188,6 +189,33 @@ def test_a_held_folder_refuses_a_second_run_and_a_resume_and_sigterm_keeps_the_c
     assert training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", str(saved + 1),
                                              "--resume")) == 0
     assert checkpoint_epoch(run_dir) == saved + 1
+
+
+def test_a_stop_signal_in_a_deferred_block_takes_effect_as_the_block_ends():
+    went_on = False
+    with pytest.raises(faults.Terminated), faults.sigterm_as_interrupt():
+        with faults.stops_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.2)  # time enough for Python to run a handler
+            went_on = True
+    assert went_on
+
+
+def test_sigterm_while_an_epoch_is_saved_leaves_its_checkpoint_and_history_alike(
+        capsys, monkeypatch, tiny_npz, tmp_path):
+    run_dir = tmp_path / "run"
+    write_checkpoint = run_folder.write_checkpoint
+
+    def write_then_stop(*args, **kwargs):  # SIGTERM lands between the checkpoint and history
+        write_checkpoint(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.2)
+
+    monkeypatch.setattr(run_folder, "write_checkpoint", write_then_stop)
+    code = training.main("ae", tiny_run_args(tiny_npz, run_dir, "--epochs", "3"))
+    assert code == faults.EXIT_TERMINATED
+    assert "terminated (SIGTERM)" in one_stderr_line(capsys.readouterr())
+    assert checkpoint_epoch(run_dir) == history_epochs(run_dir) == 1
 
 
 @pytest.mark.parametrize("kind", ["vae", "ae"])
