@@ -100,8 +100,10 @@ def anomaly_scores(model, images, score, reconstruction_weight, batch_size=256):
 def train_one_class_model(args, dataset, normal_digit, seed, recompute_statistics=True):
     """Trains `args.model` on the training images of one digit; returns `(model, images)`.
 
-    With `recompute_statistics` (as train_*.py does), the batch-norm statistics are those
-    of the final weights, not the lagging moving averages.
+    The model, recipe and batches are those of `train_*.py --digits DIGIT` with the
+    same flags and seed. With `recompute_statistics` (as train_*.py does), the
+    batch-norm statistics are those of the final weights, not the lagging moving
+    averages.
     """
     import keras
 
@@ -121,7 +123,12 @@ def train_one_class_model(args, dataset, normal_digit, seed, recompute_statistic
         upsampling=args.upsampling, reconstruction_weight=args.reconstruction_weight)
     model = training.build_model(run_settings, dataset.image_shape)
     training.compile_model(model, training.learning_rate_schedule(run_settings, len(images)))
-    model.fit(images, images, batch_size=args.batch_size, epochs=args.epochs, verbose=0)
+    # train_*.py's input pipeline, not `fit` on the arrays: Keras makes a new tf.data
+    # iterator each epoch for arrays, and about a third of the epochs then stalled for 2 to
+    # 3 s (docs/anomaly-detection.md).
+    stream = training.ShuffledImageStream(images, args.batch_size, seed)
+    model.fit(training.as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch,
+              shuffle=False, epochs=args.epochs, verbose=0)
     if recompute_statistics:
         model.recompute_batch_norm_statistics(images)
     return model, images

@@ -102,6 +102,34 @@ def test_one_class_benchmark_writes_its_table(tmp_path, mnist_arrays):
         pytest.approx(np.mean(list(summary["auroc_percent"].values())))
 
 
+def test_one_class_trains_the_weights_of_train_vae_with_the_same_digit_and_flags(tmp_path,
+                                                                                 tiny_npz):
+    """The benchmark's model is the model `train_vae.py --digits D` trains: same batches too."""
+    import data
+    import run_folder
+    from benchmarks import one_class
+
+    flags = ["--train-limit", "256", "--epochs", "2", "--latent-dim", "4", "--batch-size", "16",
+             "--learning-rate", "2e-3", "--lr-schedule", "cosine", "--warmup-epochs", "1",
+             "--upsampling", "transpose2x2", "--reconstruction-weight", "1000"]
+    args = one_class.build_parser().parse_args(
+        ["--data", str(tiny_npz), "--precision", "float32", *flags])
+    dataset = data.load_dataset(args.data)  # as one_class.run loads it
+    benchmark_model, images = one_class.train_one_class_model(args, dataset, normal_digit=1,
+                                                              seed=3)
+    run_dir = tmp_path / "vae"
+    assert training.main("vae", ["--data", str(tiny_npz), "--precision", "float32", "--seed", "3",
+                                 "--digits", "1", "--verbose", "0", "--out", str(run_dir),
+                                 *flags]) == 0
+    trained, config = run_folder.load_model(run_dir)
+    assert len(images) == config["training"]["train_images"]
+    # The trainable weights: the batch-norm pass after training draws the VAE's noise, which
+    # the run's test evaluation has moved on, so the moving statistics may differ.
+    for expected, actual in zip(trained.trainable_weights, benchmark_model.trainable_weights,
+                                strict=True):
+        np.testing.assert_array_equal(actual.numpy(), expected.numpy(), err_msg=actual.path)
+
+
 def test_blot_share_counts_isolated_bright_pixels_not_strokes():
     images = np.zeros((4, 8, 8))
     images[0, 3, 3] = 1.0                      # an isolated spot: a blot
