@@ -100,8 +100,9 @@ def anomaly_scores(model, images, score, reconstruction_weight, batch_size=256):
 def train_one_class_model(args, dataset, normal_digit, seed, recompute_statistics=True):
     """Trains `args.model` on the training images of one digit; returns `(model, images)`.
 
-    The model, recipe and batches are those of `train_*.py --digits DIGIT` with the
-    same flags and seed. With `recompute_statistics` (as train_*.py does), the
+    The recipe and batches are those of `train_*.py --digits DIGIT` with the same flags
+    and seed, and so are the weights, except that train_vae.py's test evaluations draw
+    the VAE's noise and so change it for the epochs after them. With `recompute_statistics` (as train_*.py does), the
     batch-norm statistics are those of the final weights, not the lagging moving
     averages.
     """
