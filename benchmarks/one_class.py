@@ -102,9 +102,9 @@ def train_one_class_model(args, dataset, normal_digit, seed, recompute_statistic
 
     The recipe and batches are those of `train_*.py --digits DIGIT` with the same flags
     and seed, and so are the weights, except that train_vae.py's test evaluations draw
-    the VAE's noise and so change it for the epochs after them. With `recompute_statistics` (as train_*.py does), the
-    batch-norm statistics are those of the final weights, not the lagging moving
-    averages.
+    the VAE's noise and so change it for the epochs after them. With
+    `recompute_statistics` (as train_*.py does), the batch-norm statistics are those of
+    the final weights, not the lagging moving averages.
     """
     import keras
 
@@ -124,9 +124,8 @@ def train_one_class_model(args, dataset, normal_digit, seed, recompute_statistic
         upsampling=args.upsampling, reconstruction_weight=args.reconstruction_weight)
     model = training.build_model(run_settings, dataset.image_shape)
     training.compile_model(model, training.learning_rate_schedule(run_settings, len(images)))
-    # train_*.py's input pipeline, not `fit` on the arrays: Keras makes a new tf.data
-    # iterator each epoch for arrays, and about a third of the epochs then stalled for 2 to
-    # 3 s (docs/anomaly-detection.md).
+    # train_*.py's input pipeline, not `fit` on the arrays, whose per-epoch tf.data
+    # iterators stall (see training.ShuffledImageStream, "Why endless").
     stream = training.ShuffledImageStream(images, args.batch_size, seed)
     model.fit(training.as_fit_data(stream), steps_per_epoch=stream.batches_per_epoch,
               shuffle=False, epochs=args.epochs, verbose=0)
