@@ -54,3 +54,17 @@ def test_an_onednn_cap_below_bfloat16_counts_as_a_cpu_without_it():
     assert set(description["vector_extensions"]) <= set(precision_policy.VECTOR_EXTENSIONS)
     assert uncapped == bool({"avx512_bf16", "amx_bf16"}
                             & set(precision_policy.cpu_description({})["vector_extensions"]))
+
+
+@pytest.mark.parametrize("flags, expected", [
+    ({"avx2", "fma"}, False),                                           # Zen 3, Intel 12th gen
+    ({"avx2", "fma", "avx512f", "avx512bw", "avx512vl"}, False),        # Skylake-SP
+    ({"avx2", "fma", "avx512f", "avx512bw", "avx512_vnni"}, False),     # Cascade Lake, Ice Lake
+    ({"avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16"}, True),   # Zen 4, Cooper Lake
+    ({"avx2", "fma", "avx512f", "amx_bf16", "amx_tile"}, True),         # Sapphire Rapids
+])
+def test_only_native_bfloat16_instructions_count_not_avx512_alone(monkeypatch, flags, expected):
+    # On AVX-512 without BF16, oneDNN emulates bfloat16 and float32 trained 1.8x faster
+    # (docs/performance.md), so AVX-512 alone must not make auto pick mixed_bfloat16.
+    monkeypatch.setattr(precision_policy, "_cpuinfo", lambda: ("a CPU", flags))
+    assert precision_policy.cpu_has_bfloat16({}) is expected
